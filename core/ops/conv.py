@@ -1,0 +1,190 @@
+"""Convolutions (im2col + BLAS, memory-bounded) and batch normalization."""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import op
+
+# Upper bound for one im2col buffer; larger batches are processed in chunks of samples.
+IM2COL_BYTES = 64 << 20
+
+
+def conv_pads(in_spatial, kernel, strides, dilations, pads, auto_pad):
+    """Begin/end pads per spatial axis, resolving auto_pad (SAME_UPPER/SAME_LOWER/VALID)."""
+    n = len(in_spatial)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for size, k, s, d in zip(in_spatial, kernel, strides, dilations):
+            out = -(-size // s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+            small, big = total // 2, total - total // 2
+            b, e = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+            begin.append(b)
+            end.append(e)
+        return begin, end
+    if auto_pad == "VALID" or pads is None:
+        return [0] * n, [0] * n
+    return list(pads[:n]), list(pads[n:])
+
+
+def _spatial_attrs(x, w_spatial, kernel_shape, strides, dilations, pads, auto_pad):
+    nd = x.ndim - 2
+    kernel = list(kernel_shape) if kernel_shape else list(w_spatial)
+    strides = list(strides) if strides else [1] * nd
+    dilations = list(dilations) if dilations else [1] * nd
+    begin, end = conv_pads(x.shape[2:], kernel, strides, dilations, pads, auto_pad)
+    return kernel, strides, dilations, begin, end
+
+
+def pad_spatial(x, begin, end, value=0.0):
+    """Pad the spatial axes (2:) of an NC... array."""
+    if not any(begin) and not any(end):
+        return x
+    widths = [(0, 0), (0, 0)] + list(zip(begin, end))
+    return np.pad(x, widths, constant_values=value)
+
+
+def windows(xp, kernel, strides, dilations, out_spatial):
+    """Strided view (N, C, *kernel, *out) of a padded input; no copy."""
+    nd = len(kernel)
+    s = xp.strides
+    shape = xp.shape[:2] + tuple(kernel) + tuple(out_spatial)
+    strides_k = tuple(s[2 + i] * dilations[i] for i in range(nd))
+    strides_o = tuple(s[2 + i] * strides[i] for i in range(nd))
+    return as_strided(xp, shape=shape, strides=s[:2] + strides_k + strides_o, writeable=False)
+
+
+def out_size(size, k, s, d, pb, pe, ceil_mode=False):
+    span = size + pb + pe - ((k - 1) * d + 1)
+    if ceil_mode:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= size + pb:
+            out -= 1
+        return out
+    return span // s + 1
+
+
+def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.0, matmul=None):
+    """Grouped N-d convolution via im2col; `matmul(w2d, cols, out)` may be swapped (exact int)."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    nd = len(kernel)
+    xp = pad_spatial(x, begin, end, pad_value)
+    out_sp = [out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], begin[i], end[i])
+              for i in range(nd)]
+    length = int(np.prod(out_sp))
+    cg, mg = c // group, m // group
+    k = cg * int(np.prod(kernel))
+    dtype = np.result_type(x.dtype, w.dtype)
+    y = np.empty((n, m, length), dtype=dtype)
+    mm = matmul or (lambda a, bb, out: np.matmul(a, bb, out=out))
+    if group == c and cg == 1 and mg == 1 and group > 1:
+        _depthwise(xp, w, kernel, strides, dilations, out_sp, y)
+    else:
+        pointwise = all(kk == 1 for kk in kernel) and all(s == 1 for s in strides)
+        view = None if pointwise else windows(xp, kernel, strides, dilations, out_sp)
+        chunk = max(1, IM2COL_BYTES // max(1, k * length * xp.itemsize * group))
+        for g in range(group):
+            wg = w[g * mg:(g + 1) * mg].reshape(mg, k)
+            for s0 in range(0, n, chunk):
+                s1 = min(n, s0 + chunk)
+                if pointwise:
+                    cols = xp[s0:s1, g * cg:(g + 1) * cg].reshape(s1 - s0, k, length)
+                else:
+                    cols = view[s0:s1, g * cg:(g + 1) * cg].reshape(s1 - s0, k, length)
+                mm(wg, cols, y[s0:s1, g * mg:(g + 1) * mg])
+    if b is not None:
+        y += b.reshape(1, m, 1).astype(dtype, copy=False)
+    return y.reshape((n, m) + tuple(out_sp))
+
+
+def _depthwise(xp, w, kernel, strides, dilations, out_sp, y):
+    view = windows(xp, kernel, strides, dilations, out_sp)
+    n, c = xp.shape[:2]
+    acc = y.reshape((n, c) + tuple(out_sp))
+    acc[...] = 0
+    wk = w.reshape(c, -1)
+    for idx, pos in enumerate(np.ndindex(*kernel)):
+        sl = view[(slice(None), slice(None)) + pos]
+        acc += sl * wk[:, idx].reshape((1, c) + (1,) * len(out_sp))
+
+
+@op("Conv")
+def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+         pads=None, strides=None, _relu=0):
+    kernel, strides, dilations, begin, end = _spatial_attrs(
+        x, w.shape[2:], kernel_shape, strides, dilations, pads, auto_pad)
+    y = conv_nd(x, w, b, kernel, strides, dilations, begin, end, group)
+    return np.maximum(y, 0, out=y) if _relu else y
+
+
+@op("ConvTranspose")
+def ConvTranspose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
+                  kernel_shape=None, output_padding=None, output_shape=None, pads=None,
+                  strides=None):
+    nd = x.ndim - 2
+    kernel = list(kernel_shape) if kernel_shape else list(w.shape[2:])
+    strides = list(strides) if strides else [1] * nd
+    dilations = list(dilations) if dilations else [1] * nd
+    output_padding = list(output_padding) if output_padding else [0] * nd
+    in_sp = x.shape[2:]
+    full = [(in_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 + output_padding[i]
+            for i in range(nd)]
+    if output_shape is not None:
+        target = list(output_shape)[-nd:]
+        total = [full[i] - target[i] for i in range(nd)]
+        if auto_pad == "SAME_UPPER":
+            begin = [t // 2 for t in total]
+        else:
+            begin = [t - t // 2 for t in total]
+        end = [total[i] - begin[i] for i in range(nd)]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        target = [in_sp[i] * strides[i] for i in range(nd)]
+        total = [full[i] - target[i] for i in range(nd)]
+        if auto_pad == "SAME_UPPER":
+            begin = [t // 2 for t in total]
+        else:
+            begin = [t - t // 2 for t in total]
+        end = [total[i] - begin[i] for i in range(nd)]
+    else:
+        pads = list(pads) if pads else [0] * (2 * nd)
+        begin, end = pads[:nd], pads[nd:]
+    # Scatter-add formulation: each input pixel adds its weighted kernel to the output.
+    n, c = x.shape[:2]
+    cg = c // group
+    mg = w.shape[1]
+    m = mg * group
+    y = np.zeros((n, m) + tuple(full), dtype=x.dtype)
+    xs = x.reshape(n, group, cg, -1)
+    for g in range(group):
+        wg = w[g * cg:(g + 1) * cg].reshape(cg, mg * int(np.prod(kernel)))
+        # (n, L, cg) @ (cg, mg*K) -> (n, L, mg, *kernel)
+        contrib = np.matmul(xs[:, g].transpose(0, 2, 1), wg).reshape(
+            (n,) + tuple(in_sp) + (mg,) + tuple(kernel))
+        for pos in np.ndindex(*kernel):
+            sl = tuple(slice(pos[i] * dilations[i],
+                             pos[i] * dilations[i] + (in_sp[i] - 1) * strides[i] + 1, strides[i])
+                       for i in range(nd))
+            part = contrib[(slice(None),) + (slice(None),) * nd + (slice(None),) + pos]
+            # part: (n, *in_sp, mg) -> (n, mg, *in_sp)
+            part = np.moveaxis(part, -1, 1)
+            y[(slice(None), slice(g * mg, (g + 1) * mg)) + sl] += part
+    y = y[(slice(None), slice(None)) + tuple(slice(begin[i], full[i] - end[i]) for i in range(nd))]
+    if b is not None:
+        y = y + b.reshape((1, m) + (1,) * nd)
+    return np.ascontiguousarray(y)
+
+
+@op("BatchNormalization")
+def BatchNormalization(x, scale, bias, mean, var, *, epsilon=1e-5, momentum=0.9,
+                       training_mode=0, spatial=1):
+    f = bn_factor(scale, var, epsilon)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * f.reshape(shape) + (bias - mean * f).reshape(shape)).astype(x.dtype, copy=False)
+
+
+def bn_factor(scale, var, epsilon):
+    """scale / sqrt(var + eps) in float32, the way the reference's BN folding computes it."""
+    var = var.astype(np.float32)
+    return (scale.astype(np.float32) / np.sqrt(var + np.float32(epsilon))).astype(np.float32)

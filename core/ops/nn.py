@@ -1,0 +1,111 @@
+"""Dense layers, normalisation, softmax and reductions."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import op
+
+
+@op("MatMul")
+def MatMul(a, b, *, _relu=0):
+    y = np.matmul(a, b)
+    return np.maximum(y, 0, out=y) if _relu else y
+
+
+@op("Gemm")
+def Gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0, _relu=0):
+    a = a.T if transA else a
+    b = b.T if transB else b
+    y = np.matmul(a, b)
+    if alpha != 1.0:
+        y = y * np.asarray(alpha, y.dtype)
+    if c is not None:
+        y = y + (c * np.asarray(beta, c.dtype) if beta != 1.0 else c)
+    y = y.astype(a.dtype, copy=False)
+    return np.maximum(y, 0) if _relu else y
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False)
+
+
+@op("Softmax", since=1)
+def Softmax_1(x, *, axis=1):
+    # Before opset 13 the input is coerced to 2-D at `axis`.
+    axis %= x.ndim
+    flat = x.reshape(int(np.prod(x.shape[:axis])), -1)
+    return _softmax(flat, 1).reshape(x.shape)
+
+
+@op("Softmax", since=13)
+def Softmax(x, *, axis=-1):
+    return _softmax(x, axis)
+
+
+@op("LogSoftmax", since=13)
+def LogSoftmax(x, *, axis=-1):
+    m = x.max(axis=axis, keepdims=True)
+    return (x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).astype(x.dtype)
+
+
+@op("LayerNormalization", since=17)
+def LayerNormalization(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+    axis %= x.ndim
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + np.float32(epsilon)) * scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype, copy=False)
+
+
+@op("InstanceNormalization")
+def InstanceNormalization(x, scale, bias, *, epsilon=1e-5):
+    axes = tuple(range(2, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - mean) / np.sqrt(var + np.float32(epsilon)) * scale.reshape(shape) + bias.reshape(shape)
+    return y.astype(x.dtype, copy=False)
+
+
+# ---- reductions: axes moved from attribute to input in opset 13 (Sum) and 18 (the rest) ---------
+def _reduce(fn, x, axes, keepdims, noop_with_empty_axes=0):
+    if axes is None or np.size(axes) == 0:
+        if noop_with_empty_axes:
+            return x
+        axes_t = None
+    else:
+        axes_t = tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1))
+    out = fn(x, axis=axes_t, keepdims=bool(keepdims))
+    return np.asarray(out).astype(x.dtype, copy=False)
+
+
+def _register_reduce(name, fn, input_since):
+    @op(name, since=1)
+    def with_attr(x, *, axes=None, keepdims=1):
+        return _reduce(fn, x, axes, keepdims)
+
+    @op(name, since=input_since)
+    def with_input(x, axes=None, *, keepdims=1, noop_with_empty_axes=0):
+        return _reduce(fn, x, axes, keepdims, noop_with_empty_axes)
+
+
+_register_reduce("ReduceSum", np.sum, 13)
+_register_reduce("ReduceMean", np.mean, 18)
+_register_reduce("ReduceMax", np.max, 18)
+_register_reduce("ReduceMin", np.min, 18)
+_register_reduce("ReduceProd", np.prod, 18)
+
+
+@op("ArgMax")
+def ArgMax(x, *, axis=0, keepdims=1, select_last_index=0):
+    if select_last_index:
+        flipped = np.flip(x, axis=axis)
+        idx = x.shape[axis] - 1 - np.argmax(flipped, axis=axis)
+    else:
+        idx = np.argmax(x, axis=axis)
+    idx = idx.astype(np.int64)
+    return np.expand_dims(idx, axis) if keepdims else idx

@@ -1,0 +1,92 @@
+"""Pooling: MaxPool, AveragePool, global pools (strided views, no per-pixel Python loops)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import op
+from .conv import conv_pads, out_size, pad_spatial, windows
+
+
+def pool_geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
+    """(kernel, strides, dilations, begin, end, out_spatial) with ceil_mode folded into end pads."""
+    nd = x.ndim - 2
+    kernel = list(kernel_shape)
+    strides = list(strides) if strides else [1] * nd
+    dilations = list(dilations) if dilations else [1] * nd
+    begin, end = conv_pads(x.shape[2:], kernel, strides, dilations, pads, auto_pad)
+    out_sp = [out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], begin[i], end[i],
+                       bool(ceil_mode)) for i in range(nd)]
+    # Extra end padding so that every output window lies inside the padded array.
+    end = [max(end[i], (out_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
+               - x.shape[2 + i] - begin[i]) for i in range(nd)]
+    return kernel, strides, dilations, begin, end, out_sp
+
+
+def max_pool(x, kernel, strides, dilations, begin, end, out_sp, pad_value):
+    """Max over windows; `pad_value` fills the padding (-inf for float, the lowest code for int).
+
+    Max is separable, so each spatial axis is reduced in turn with strided slices: a few
+    vectorised passes instead of one reduction over small non-contiguous axes (10x faster).
+    """
+    y = pad_spatial(x, begin, end, pad_value)
+    for i, (k, s, d, n_out) in enumerate(zip(kernel, strides, dilations, out_sp)):
+        axis = 2 + i
+        out = None
+        for j in range(k):
+            index = [slice(None)] * y.ndim
+            index[axis] = slice(j * d, j * d + (n_out - 1) * s + 1, s)
+            part = y[tuple(index)]
+            out = part.copy() if out is None else np.maximum(out, part, out=out)
+        y = out
+    return y
+
+
+def lowest(dtype) -> float | int:
+    return -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+
+
+@op("MaxPool")
+def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None,
+            storage_order=0, strides=None):
+    kernel, strides, dil, begin, end, out_sp = pool_geometry(
+        x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    return max_pool(x, kernel, strides, dil, begin, end, out_sp, lowest(x.dtype))
+
+
+@op("AveragePool")
+def AveragePool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
+                kernel_shape, pads=None, strides=None):
+    kernel, strides, dil, begin, end, out_sp = pool_geometry(
+        x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    nd = len(kernel)
+    xp = pad_spatial(x, begin, end, 0.0)
+    view = windows(xp, kernel, strides, dil, out_sp)
+    total = np.zeros(x.shape[:2] + tuple(out_sp), dtype=np.float64 if x.dtype == np.float64
+                     else np.float32)
+    for pos in np.ndindex(*kernel):
+        total += view[(slice(None), slice(None)) + pos]
+    # Count the window elements that fall inside the input (or inside input + explicit pads).
+    _, explicit_end = conv_pads(x.shape[2:], kernel, strides, dil, pads, auto_pad)
+    ones = np.zeros((1, 1) + tuple(xp.shape[2:]), dtype=np.float32)
+    inner = []
+    for i in range(nd):
+        if count_include_pad:
+            inner.append(slice(0, begin[i] + x.shape[2 + i] + explicit_end[i]))
+        else:
+            inner.append(slice(begin[i], begin[i] + x.shape[2 + i]))
+    ones[(0, 0) + tuple(inner)] = 1
+    count = np.zeros((1, 1) + tuple(out_sp), dtype=np.float32)
+    cview = windows(ones, kernel, strides, dil, out_sp)
+    for pos in np.ndindex(*kernel):
+        count += cview[(slice(None), slice(None)) + pos]
+    return (total / np.maximum(count, 1)).astype(x.dtype, copy=False)
+
+
+@op("GlobalAveragePool")
+def GlobalAveragePool(x):
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=np.float32).astype(x.dtype)
+
+
+@op("GlobalMaxPool")
+def GlobalMaxPool(x):
+    return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
