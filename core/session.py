@@ -1,0 +1,117 @@
+"""Session: the one mutable state that the shell, the magics and the Python API share.
+
+    from tpushell.core import Session
+    s = Session(chip="bm1684x")
+    s.load("tiny-yolov3-11.onnx", input_shapes=[[1, 3, 416, 416]],
+           output_names=["transpose_output1", "transpose_output"], scale=[0.0039216] * 3,
+           pixel_format="rgb", keep_aspect_ratio=True, pad_value=128)
+    y = s.run(s.preprocess("img.jpg"))
+
+Methods are thin: the work is done by the modules they call.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import OptionError, StateError
+from .interpreter import run as run_graph
+from .ir import Graph
+from .preprocess import PreprocessConfig
+from .progress import ProgressFn
+
+CHIPS = ("bm1684x", "bm1684", "bm1688", "cv183x", "cv182x", "cv181x", "cv180x")
+FP_TYPES = ("auto", "F16", "BF16", "F32")
+COSINE_SCALES = ("true", "reference")
+
+
+@dataclass
+class Settings:
+    """User-visible settings; the shell exposes each field with `set`, notebooks as attributes."""
+
+    chip: str = field(default="bm1684x", metadata={"help": "target chip", "choices": CHIPS})
+    fp_type: str = field(default="auto", metadata={
+        "help": "float type for layers kept out of INT8 (auto = the chip's)", "choices": FP_TYPES})
+    samples: int = field(default=10, metadata={
+        "help": "size of the working sample set used by cos / search"})
+    cosine_scale: str = field(default="true", metadata={
+        "help": "show cosines as true cos or the reference's 0.5+0.5*cos", "choices": COSINE_SCALES})
+
+    def set(self, name: str, value: Any) -> None:
+        """Validated assignment: `settings.set("chip", "bm1688")`."""
+        spec = {f.name: f for f in fields(self)}
+        if name not in spec:
+            raise OptionError(f"unknown setting '{name}'; settings are {', '.join(spec)}")
+        choices = spec[name].metadata.get("choices")
+        if spec[name].type in ("int", int):
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise OptionError(f"setting '{name}' needs a whole number, got '{value}'") from None
+            if value < 1:
+                raise OptionError(f"setting '{name}' must be at least 1, got {value}")
+        if choices and value not in choices:
+            raise OptionError(f"setting '{name}' cannot be '{value}'; choose one of "
+                              f"{', '.join(choices)}")
+        setattr(self, name, value)
+
+
+class Session:
+    """Graph, settings, tables and caches of one working session (see module docstring)."""
+
+    def __init__(self, chip: str = "bm1684x", *, progress: ProgressFn | None = None) -> None:
+        self.settings = Settings()
+        self.settings.set("chip", chip)
+        self.progress = progress
+        self.graph: Graph | None = None
+
+    # ---- model ---------------------------------------------------------------------------------
+    @property
+    def model(self) -> Graph:
+        """The loaded graph; StateError when nothing is loaded yet."""
+        if self.graph is None:
+            raise StateError("no model loaded; run `load MODEL` first")
+        return self.graph
+
+    def load(self, model: str | os.PathLike, *, model_data: str | None = None, name: str | None = None,
+             input_shapes: Sequence[Sequence[int]] | None = None,
+             output_names: Sequence[str] | None = None, **preprocess: Any) -> Graph:
+        """Load an .onnx, darknet .cfg (+ .weights as model_data) or .mlir model; preprocessing
+        options (scale, mean, pixel_format, keep_aspect_ratio, pad_value, ...) are kept with it."""
+        from .loader import load_model
+        graph = load_model(model, model_data=model_data, name=name, input_shapes=input_shapes,
+                           output_names=output_names, preprocess=preprocess)
+        self.graph = graph
+        return graph
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        cfg = self.model.preprocess
+        if cfg is None:
+            raise StateError(f"model '{self.model.name}' has no image preprocessing; feed arrays")
+        return cfg
+
+    def preprocess(self, images: str | os.PathLike | Sequence[str | os.PathLike]) -> np.ndarray:
+        """Image file(s) -> float32 batch in the model's input layout, with its preprocessing."""
+        from .preprocess import preprocess_images
+        paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        return preprocess_images(paths, self.preprocess_config)
+
+    def feeds(self, x: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Wrap a batch for the (single) input, or pass a name -> array dict through."""
+        if isinstance(x, dict):
+            return x
+        names = self.model.input_names
+        if len(names) != 1:
+            raise OptionError(f"model has {len(names)} inputs {names}; pass a dict name -> array")
+        return {names[0]: np.asarray(x)}
+
+    def run(self, x: np.ndarray | dict[str, np.ndarray], *, outputs: Sequence[str] | None = None,
+            keep_all: bool = False, quantized: bool = False) -> dict[str, np.ndarray]:
+        """Run the model on a batch: F32, or with `quantized=True` the current quantization plan."""
+        if quantized:
+            return self.simulate(x, outputs=outputs, keep_all=keep_all)
+        return run_graph(self.model, self.feeds(x), outputs, keep_all=keep_all)
