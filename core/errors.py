@@ -40,6 +40,10 @@ class StateError(TpuError):
     """A step was asked for out of order (e.g. deploy before calibrate)."""
 
 
+class TpuWarning(UserWarning):
+    """Something the user should know that does not stop the work (issued with warnings.warn)."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The few candidates closest to `name`, for 'did you mean' hints."""
     candidates = list(candidates)

@@ -1,0 +1,214 @@
+"""Calibration tables and quantize tables (qtables) in the reference's text formats (C.6, E.5).
+
+    cal = read_calibration_table("yolov3_cali_table")     # v1.3 or 1.30.2 style
+    cal["conv0_Conv"].threshold
+    write_calibration_table("out_table", cal)             # v1.3 style
+    q = read_qtable("yolov3_qtable"); q["conv3_Conv"]      # 'F16'
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from .errors import CalibrationError, QuantizationError
+from .fileio import atomic_write, require_file
+
+QUANT_MODES = ("INT8", "UINT8", "INT4", "F16", "BF16", "F32", "W8F16", "W8BF16", "W4F16",
+               "W4BF16", "W4INT8", "F8E4M3", "F8E5M2")
+_ROW = re.compile(r"^(\S+)\s+([-+0-9.eEnaif]+)\s+([-+0-9.eEnaif]+)\s+([-+0-9.eEnaif]+)\s*$")
+
+
+@dataclass
+class CalRow:
+    """One tensor's calibration: threshold and observed min / max."""
+
+    threshold: float
+    min: float
+    max: float
+
+
+@dataclass
+class CalibrationTable:
+    """Rows in op order plus the optional sections of the format (int4 thresholds, asym ops,
+    per-channel weight scales). `header` keeps the comment lines read from a file."""
+
+    rows: dict[str, CalRow] = field(default_factory=dict)
+    int4_rows: dict[str, CalRow] = field(default_factory=dict)
+    asym_ops: list[str] = field(default_factory=list)
+    weight_scales: dict[str, list[float]] = field(default_factory=dict)
+    header: dict[str, str] = field(default_factory=dict)
+    path: str | None = None
+
+    def __getitem__(self, name: str) -> CalRow:
+        return self.rows[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _number(text: str, path: str, lineno: int) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CalibrationError(f"{path}:{lineno}: '{text}' is not a number") from None
+
+
+def read_calibration_table(path: str | os.PathLike) -> CalibrationTable:
+    """Parse every listed variant (v1.3, 1.30.2 headers, #int4_th, #asym_op, #weight_scale)."""
+    path = require_file(path, "calibration table")
+    table = CalibrationTable(path=path)
+    section = "rows"
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        low = line.lower()
+        if low.startswith("#int4_th"):
+            section = "int4"
+            continue
+        if low.startswith("#asym_op"):
+            section = "asym"
+            continue
+        if low.startswith("#weight_scale"):
+            section = "weight_scale_fp8" if "fp8" in low else "weight_scale"
+            continue
+        if low.startswith("#int4_op") or low.startswith("#tpu-mlir-fp8") or low.startswith("#mqbench-fp8"):
+            section = "skip"
+            continue
+        if line.startswith("#"):
+            m = re.match(r"#\s*([^:]+):\s*(.*)$", line)
+            if m and section == "rows":
+                table.header[m.group(1).strip()] = m.group(2).strip()
+            continue
+        tokens = line.split()
+        if section == "asym":
+            table.asym_ops.append(tokens[0])
+            continue
+        if section == "skip":
+            continue
+        if section.startswith("weight_scale"):
+            if len(tokens) < 2:
+                raise CalibrationError(f"{path}:{lineno}: weight scale line needs "
+                                       f"'<op>_weight <count> s0 s1 ...', got '{line}'")
+            count = int(_number(tokens[1], path, lineno))
+            scales = [_number(t, path, lineno) for t in tokens[2:]]
+            if len(scales) != count:
+                raise CalibrationError(f"{path}:{lineno}: '{tokens[0]}' announces {count} scales "
+                                       f"but lists {len(scales)}")
+            if section == "weight_scale":
+                table.weight_scales[tokens[0]] = scales
+            continue
+        m = _ROW.match(line)
+        if not m:
+            raise CalibrationError(f"{path}:{lineno}: expected '<op_name> <threshold> <min> <max>', "
+                                   f"got '{line}'")
+        name = m.group(1)
+        row = CalRow(*(_number(m.group(i), path, lineno) for i in (2, 3, 4)))
+        (table.int4_rows if section == "int4" else table.rows)[name] = row
+    if not table.rows:
+        raise CalibrationError(f"{path}: no calibration rows found (expected lines "
+                               "'<op_name> <threshold> <min> <max>')")
+    return table
+
+
+def format_calibration_table(table: CalibrationTable, *, sample_number: int | None = None,
+                             tune_number: int | None = None, histogram_bins: int = 2048,
+                             when: datetime.datetime | None = None) -> str:
+    """The v1.3 text (the misspelt 'genetated' is the original's), rows '%.7f'."""
+    when = when or datetime.datetime.now()
+    lines = [f"# genetated time: {when}", f"# histogram number: {histogram_bins}"]
+    if sample_number is not None:
+        lines.append(f"# sample number: {sample_number}")
+    if tune_number is not None:
+        lines.append(f"# tune number: {tune_number}")
+    lines += ["###", "# op_name    threshold    min    max"]
+    for name, row in table.rows.items():
+        lines.append(f"{name} {row.threshold:.7f} {row.min:.7f} {row.max:.7f}")
+    if table.int4_rows:
+        lines += ["", "#int4_th"]
+        lines += [f"{n} {r.threshold:.7f} {r.min:.7f} {r.max:.7f}" for n, r in table.int4_rows.items()]
+    if table.asym_ops:
+        lines += ["", "#asym_op"] + list(table.asym_ops)
+    return "\n".join(lines) + "\n"
+
+
+def write_calibration_table(path: str | os.PathLike, table: CalibrationTable, **header) -> None:
+    """Write `table` atomically in the v1.3 format (see format_calibration_table)."""
+    with atomic_write(path) as f:
+        f.write(format_calibration_table(table, **header))
+
+
+# ---- qtables ------------------------------------------------------------------------------------
+@dataclass
+class QTable:
+    """Per-op precision overrides, in file order: {op_name: MODE}."""
+
+    modes: dict[str, str] = field(default_factory=dict)
+    path: str | None = None
+
+    def __getitem__(self, name: str) -> str:
+        return self.modes[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.modes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.modes)
+
+    def __len__(self) -> int:
+        return len(self.modes)
+
+    def items(self) -> Iterable[tuple[str, str]]:
+        return self.modes.items()
+
+
+def read_qtable(path: str | os.PathLike) -> QTable:
+    """Parse a qtable: blank and '#' lines skipped, '<op> <MODE>' pairs, single tokens ignored
+    (as the compiler does). Modes are case-insensitive; an unknown mode names its line."""
+    path = require_file(path, "quantize table")
+    q = QTable(path=path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            tokens = line.split()
+            if len(tokens) < 2:
+                continue
+            mode = tokens[1].upper()
+            if mode not in QUANT_MODES:
+                raise QuantizationError(f"{path}:{lineno}: unknown quantize mode '{tokens[1]}' for "
+                                        f"'{tokens[0]}'; valid: {', '.join(QUANT_MODES)}")
+            q.modes[tokens[0]] = mode
+    return q
+
+
+def format_qtable(q: QTable, *, chip: str, sample_number: int | None = None,
+                  mix_mode: str = "F16", when: datetime.datetime | None = None) -> str:
+    """The v1.3 qtable text (E.5)."""
+    when = when or datetime.datetime.now()
+    lines = [f"# genetated time: {when}"]
+    if sample_number is not None:
+        lines.append(f"# sample number: {sample_number}")
+    lines += [f"# chip: {chip}  mix_mode: {mix_mode}",
+              f"# number of {mix_mode} layer: {sum(1 for m in q.modes.values() if m == mix_mode)}",
+              "###", "# op_name   quantize_mode"]
+    lines += [f"{name} {mode}" for name, mode in q.modes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_qtable(path: str | os.PathLike, q: QTable, **header) -> None:
+    """Write `q` atomically in the v1.3 format (see format_qtable)."""
+    with atomic_write(path) as f:
+        f.write(format_qtable(q, **header))
