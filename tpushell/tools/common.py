@@ -1,7 +1,6 @@
 """What every command-line tool shares: option parsing helpers and error/interrupt handling."""
 from __future__ import annotations
 
-import argparse
 import ast
 import sys
 import warnings
@@ -73,6 +72,3 @@ def progress_bar() -> ProgressBar:
     """The progress sink the tools hand to the core (a bar with ETA on stderr)."""
     return ProgressBar()
 
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors say 'error:' and exit 2, like the rest of our messages."""
