@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import InputFileError, ModelError, OptionError, UnsupportedOpError
+from .errors import InputFileError, ModelError, OptionError, UnsupportedOpError, did_you_mean
 from .ir import Graph, Node, TensorInfo
 from .ops import supported
 from . import passes
@@ -142,14 +142,13 @@ def onnx_to_graph(model: onnx.ModelProto, name: str = "model",
     graph = Graph(name, inputs, outputs, nodes, weights)
     graph.meta["opset"] = int(opset)
     graph.meta["onnx_names"] = {new: old for old, new in rename.items() if old not in weights}
-    graph.meta["onnx_to_ir"] = {old: new for old, new in rename.items() if old not in weights}
     graph.sort()
     return graph
 
 
 def resolve_output_names(graph: Graph, names: Sequence[str]) -> list[str]:
     """Map user output names (ONNX tensor names or IR names) to IR tensor names."""
-    to_ir = graph.meta.get("onnx_to_ir", {})
+    to_ir = {old: new for new, old in graph.meta.get("onnx_names", {}).items()}
     known = set(graph.tensor_names())
     result = []
     for n in names:
@@ -158,7 +157,6 @@ def resolve_output_names(graph: Graph, names: Sequence[str]) -> list[str]:
         elif n in known:
             result.append(n)
         else:
-            from .errors import did_you_mean
             raise ModelError(f"--output_names: no tensor '{n}' in the model"
                              f"{did_you_mean(n, list(to_ir) + sorted(known))}")
     return result
@@ -189,5 +187,6 @@ def finish_import(graph: Graph) -> Graph:
     passes.fold_batchnorm(graph)
     passes.fuse_relu(graph)
     passes.batch_agnostic_reshapes(graph)
+    passes.prune_onnx_names(graph)
     graph.check()
     return graph

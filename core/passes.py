@@ -181,3 +181,13 @@ def batch_agnostic_reshapes(graph: Graph) -> bool:
         remove_unused_weights(graph)
         graph.changed()
     return changed
+
+
+def prune_onnx_names(graph: Graph) -> bool:
+    """Forget ONNX names of tensors that no longer exist (cut, folded or fused away)."""
+    names = graph.meta.get("onnx_names")
+    if names is None:
+        return False
+    live = set(graph.tensor_names())
+    graph.meta["onnx_names"] = {k: v for k, v in names.items() if k in live}
+    return len(graph.meta["onnx_names"]) != len(names)

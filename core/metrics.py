@@ -1,0 +1,150 @@
+"""Tensor comparison metrics and the npz compare of the reference (tpu-mlir-reference.md F.3).
+
+    m = compare_tensors(target, reference)      # TensorCompare(state, cosine, euclid, sqnr)
+    report = compare_npz(target_dict, ref_dict, tolerance=(0.99, 0.99))
+    report.passed, str(report)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+EQUAL, CLOSE, SIMILAR, NOT_SIMILAR, NOT_EQUAL = "EQUAL", "CLOSE", "SIMILAR", "NOT_SIMILAR", "NOT_EQUAL"
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """True cosine of two flattened tensors (0 when either is all zero), computed in float64."""
+    a = np.asarray(a, np.float64).reshape(-1)
+    b = np.asarray(b, np.float64).reshape(-1)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def reference_cos(cos: float) -> float:
+    """The reference searches' scale: 0.5 + 0.5 * cos."""
+    return 0.5 + 0.5 * cos
+
+
+def true_cos(ref_cos: float) -> float:
+    """Inverse of `reference_cos`."""
+    return 2.0 * ref_cos - 1.0
+
+
+def euclidean_similarity(t: np.ndarray, r: np.ndarray) -> float:
+    """1 - ||t - r|| / (||(t + r) / 2|| + 1e-7)."""
+    t = np.asarray(t, np.float64).reshape(-1)
+    r = np.asarray(r, np.float64).reshape(-1)
+    return float(1 - np.linalg.norm(t - r) / (np.linalg.norm((t + r) / 2) + 1e-7))
+
+
+def sqnr(t: np.ndarray, r: np.ndarray) -> float:
+    """10 log10(signal / noise) with the target as signal; inf when either power is 0."""
+    t = np.asarray(t, np.float64).reshape(-1)
+    n = t - np.asarray(r, np.float64).reshape(-1)
+    ps, pn = np.sum((t - t.mean()) ** 2), np.sum((n - n.mean()) ** 2)
+    if ps == 0 or pn == 0:
+        return math.inf
+    return float(10 * math.log10(ps / pn))
+
+
+@dataclass
+class TensorCompare:
+    """Outcome for one tensor pair: state and (for SIMILAR / NOT_SIMILAR) the three metrics."""
+
+    name: str
+    state: str
+    cosine: float = 1.0
+    euclid: float = 1.0
+    sqnr: float = math.inf
+
+    @property
+    def passed(self) -> bool:
+        return self.state in (EQUAL, CLOSE, SIMILAR)
+
+
+def _align(t: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if t.size == r.size:
+        return t.reshape(r.shape), r
+    if t.ndim == r.ndim:
+        crop = tuple(slice(0, min(a, b)) for a, b in zip(t.shape, r.shape))
+        return t[crop], r[crop]
+    raise ValueError(f"shapes {list(t.shape)} and {list(r.shape)} cannot be compared")
+
+
+def compare_tensors(t: np.ndarray, r: np.ndarray, tolerance: tuple[float, float] = (0.99, 0.99),
+                    name: str = "") -> TensorCompare:
+    """Classify a pair as EQUAL, CLOSE (allclose at rtol <= 1e-3), SIMILAR or NOT_SIMILAR."""
+    t, r = _align(np.asarray(t), np.asarray(r))
+    if np.array_equal(t, r):
+        return TensorCompare(name, EQUAL)
+    if t.dtype == np.int8 or r.dtype == np.int8:
+        return TensorCompare(name, NOT_EQUAL, 0.0, 0.0, -math.inf)
+    t = np.asarray(t, np.float32)
+    r = np.asarray(r, np.float32)
+    for k in (5, 4, 3):
+        if np.allclose(t, r, rtol=10.0 ** -k, atol=1e-8, equal_nan=True):
+            return TensorCompare(name, CLOSE)
+    t = np.nan_to_num(t, nan=0.0, posinf=10000.0, neginf=-10000.0)
+    r = np.nan_to_num(r, nan=0.0, posinf=10000.0, neginf=-10000.0)
+    c, e, s = cosine(t, r), euclidean_similarity(t, r), sqnr(t, r)
+    state = SIMILAR if (c > tolerance[0] and e > tolerance[1]) else NOT_SIMILAR
+    return TensorCompare(name, state, c, e, s)
+
+
+@dataclass
+class CompareReport:
+    """All tensor comparisons of two npz files plus the summary the reference prints."""
+
+    results: list[TensorCompare] = field(default_factory=list)
+    tolerance: tuple[float, float] = (0.99, 0.99)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def count(self, *states: str) -> int:
+        return sum(1 for r in self.results if r.state in states)
+
+    def format(self, verbose: int = 0) -> str:
+        lines = []
+        if verbose:
+            for r in self.results:
+                if r.state in (SIMILAR, NOT_SIMILAR):
+                    lines.append(f"[{r.name:<40}] {r.state:>12} [{'PASSED' if r.passed else 'FAILED'}]"
+                                 f"    (cos: {r.cosine:.6f}, euc: {r.euclid:.6f}, sqnr: {r.sqnr:.6f})")
+                else:
+                    lines.append(f"[{r.name:<40}] {r.state:>12} [{'PASSED' if r.passed else 'FAILED'}]")
+        n = len(self.results)
+        passed = self.count(EQUAL, CLOSE, SIMILAR)
+        lines.append(f"{n} compared")
+        lines.append(f"{passed} passed")
+        lines.append(f"  {self.count(EQUAL)} equal, {self.count(CLOSE)} close, "
+                     f"{self.count(SIMILAR)} similar")
+        lines.append(f"{n - passed} failed")
+        lines.append(f"  {self.count(NOT_EQUAL)} not equal, {self.count(NOT_SIMILAR)} not similar")
+        sims = [r for r in self.results if r.state in (SIMILAR, NOT_SIMILAR)]
+        if sims:
+            lines.append(f"min_similarity = ({min(r.cosine for r in sims)}, "
+                         f"{min(r.euclid for r in sims)}, {min(r.sqnr for r in sims)})")
+        lines.append("npz compare PASSED." if self.passed else "npz compare FAILED.")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def compare_npz(target: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                tolerance: tuple[float, float] = (0.99, 0.99),
+                excepts: Iterable[str] = ()) -> CompareReport:
+    """Compare every tensor named in both (reference order), minus `excepts`."""
+    skip = set(excepts)
+    report = CompareReport(tolerance=tolerance)
+    for name in reference:
+        if name in target and name not in skip:
+            report.results.append(compare_tensors(target[name], reference[name], tolerance, name))
+    return report
