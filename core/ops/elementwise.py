@@ -60,10 +60,25 @@ def Tanh(x):
     return np.tanh(x)
 
 
+# Taylor series of erf below 0.5, where 1 - erfc would cancel; coefficient n is
+# 2/sqrt(pi) * (-1)^n / (n! (2n+1)), 10 terms leave an error below 1e-13.
+_ERF_TAYLOR = np.array([2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1))
+                        for n in range(10)])
+# Chebyshev fit of erfc (Numerical Recipes, fractional error < 1.2e-7) in t = 1 / (1 + |x|/2).
+_ERFC_CHEB = np.array([-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+                       0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277])
+
+
 @op("Erf")
 def Erf(x):
-    erf = np.frompyfunc(math.erf, 1, 1)
-    return erf(x).astype(x.dtype)
+    """erf(x), vectorised (math.erf per element is 100x slower on GELU-sized tensors)."""
+    z = x.astype(np.float64)
+    a = np.abs(z)
+    z2 = z * z
+    small = z * np.polyval(_ERF_TAYLOR[::-1], z2)
+    t = 1 / (1 + 0.5 * a)
+    erfc = t * np.exp(-z2 + np.polyval(_ERFC_CHEB[::-1], t))
+    return np.where(a < 0.5, small, np.copysign(1 - erfc, z)).astype(x.dtype)
 
 
 @op("Exp")
@@ -143,8 +158,9 @@ def Mul(a, b):
 @op("Div")
 def Div(a, b):
     if np.issubdtype(np.result_type(a), np.integer):
-        # ONNX integer division truncates toward zero (C semantics).
-        return (np.trunc(a / b)).astype(np.result_type(a))
+        # ONNX integer division truncates toward zero (C semantics); a - fmod(a, b) is an exact
+        # multiple of b, so the floor division is exact even past 2**53.
+        return ((a - np.fmod(a, b)) // b).astype(np.result_type(a))
     return np.divide(a, b).astype(np.result_type(a), copy=False)
 
 
