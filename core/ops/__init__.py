@@ -56,4 +56,4 @@ def as_tuple(result: Any) -> tuple[np.ndarray, ...]:
     return result if isinstance(result, tuple) else (result,)
 
 
-from . import elementwise, conv, pool, shape, nn  # noqa: E402,F401  (registration side effects)
+from . import elementwise, conv, pool, shape, resize, nn  # noqa: E402,F401  (registration side effects)

@@ -1,4 +1,4 @@
-"""Data movement and shape ops: reshape-likes, concat/split/slice/gather, pad, resize."""
+"""Data movement and shape ops: reshape-likes, concat/split/slice/gather, pad."""
 from __future__ import annotations
 
 import numpy as np
@@ -131,7 +131,9 @@ def Slice(x, starts, ends, axes=None, steps=None):
     steps = _ints(steps) if steps is not None else [1] * len(starts)
     index = [slice(None)] * x.ndim
     for s, e, a, st in zip(starts, ends, axes, steps):
-        index[a % x.ndim] = slice(*slice(s, e, st).indices(x.shape[a % x.ndim]))
+        start, stop, step = slice(s, e, st).indices(x.shape[a % x.ndim])
+        # indices() says "before the first element" with stop = -1, which a slice reads as "last".
+        index[a % x.ndim] = slice(start, None if stop < 0 else stop, step)
     return np.ascontiguousarray(x[tuple(index)])
 
 
@@ -188,109 +190,3 @@ def Pad(x, pads, constant_value=None, axes=None, *, mode="constant"):
     value = 0 if constant_value is None or np.size(constant_value) == 0 else \
         np.asarray(constant_value).reshape(-1)[0]
     return _pad(x, _ints(pads), value, mode, None if axes is None else _ints(axes))
-
-
-# ---- resize --------------------------------------------------------------------------------------
-def _source_coords(out_len, in_len, scale, mode, roi_start=0.0, roi_end=1.0):
-    """Continuous source coordinate of every output index along one axis."""
-    i = np.arange(out_len, dtype=np.float64)
-    if mode == "half_pixel":
-        return (i + 0.5) / scale - 0.5
-    if mode == "pytorch_half_pixel":
-        return (i + 0.5) / scale - 0.5 if out_len > 1 else np.zeros(out_len)
-    if mode == "align_corners":
-        return i * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros(out_len)
-    if mode == "asymmetric":
-        return i / scale
-    if mode == "tf_half_pixel_for_nn":
-        return (i + 0.5) / scale
-    if mode == "half_pixel_symmetric":
-        adj = out_len / (scale * in_len)
-        center = in_len / 2
-        offset = center * (1 - adj)
-        return offset + (i + 0.5) / scale - 0.5
-    if mode == "tf_crop_and_resize":
-        if out_len > 1:
-            return roi_start * (in_len - 1) + i * (roi_end - roi_start) * (in_len - 1) / (out_len - 1)
-        return np.full(out_len, 0.5 * (roi_start + roi_end) * (in_len - 1))
-    raise TypeError(f"Resize coordinate_transformation_mode '{mode}' is not supported")
-
-
-def _nearest(coords, in_len, nearest_mode):
-    if nearest_mode == "round_prefer_floor":
-        idx = np.where(coords - np.floor(coords) == 0.5, np.floor(coords), np.round(coords))
-    elif nearest_mode == "round_prefer_ceil":
-        idx = np.floor(coords + 0.5)
-    elif nearest_mode == "floor":
-        idx = np.floor(coords)
-    elif nearest_mode == "ceil":
-        idx = np.ceil(coords)
-    else:
-        raise TypeError(f"Resize nearest_mode '{nearest_mode}' is not supported")
-    return np.clip(idx, 0, in_len - 1).astype(np.int64)
-
-
-def resize(x, out_shape, scales, mode="nearest", coord_mode="half_pixel",
-           nearest_mode="round_prefer_floor", roi=None):
-    """Separable nearest / (multi)linear resize of every axis whose size changes."""
-    y = x
-    for axis in range(x.ndim):
-        in_len, out_len = x.shape[axis], out_shape[axis]
-        if in_len == out_len and scales[axis] == 1.0:
-            continue
-        r0, r1 = (roi[axis], roi[axis + x.ndim]) if roi is not None else (0.0, 1.0)
-        coords = _source_coords(out_len, in_len, scales[axis], coord_mode, r0, r1)
-        if mode == "nearest":
-            y = np.take(y, _nearest(coords, in_len, nearest_mode), axis=axis)
-        elif mode == "linear":
-            c = np.clip(coords, 0, in_len - 1)
-            lo = np.floor(c).astype(np.int64)
-            hi = np.minimum(lo + 1, in_len - 1)
-            w = (c - lo).astype(np.float32)
-            shape = [1] * x.ndim
-            shape[axis] = out_len
-            w = w.reshape(shape)
-            a, b = np.take(y, lo, axis=axis), np.take(y, hi, axis=axis)
-            y = (a + (b - a) * w).astype(x.dtype, copy=False)
-        else:
-            raise TypeError(f"Resize mode '{mode}' is not supported (nearest, linear are)")
-    return np.ascontiguousarray(y)
-
-
-def _resize_sizes(x, scales, sizes):
-    if sizes is not None and np.size(sizes) > 0:
-        out = _ints(sizes)
-        return out, [o / i for o, i in zip(out, x.shape)]
-    sc = [float(s) for s in np.asarray(scales).reshape(-1)]
-    return [int(np.floor(d * s)) for d, s in zip(x.shape, sc)], sc
-
-
-@op("Resize", since=10)
-def Resize_10(x, scales, *, mode="nearest"):
-    out, sc = _resize_sizes(x, scales, None)
-    return resize(x, out, sc, mode, "asymmetric", "floor")
-
-
-@op("Resize", since=11)
-def Resize(x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
-           coordinate_transformation_mode="half_pixel", cubic_coeff_a=-0.75, exclude_outside=0,
-           extrapolation_value=0.0, keep_aspect_ratio_policy="stretch", mode="nearest",
-           nearest_mode="round_prefer_floor"):
-    if antialias:
-        raise TypeError("Resize with antialias=1 is not supported")
-    if axes is not None:
-        raise TypeError("Resize with the axes attribute is not supported")
-    out, sc = _resize_sizes(x, scales, sizes)
-    roi_v = None if roi is None or np.size(roi) == 0 else [float(r) for r in np.asarray(roi)]
-    return resize(x, out, sc, mode, coordinate_transformation_mode, nearest_mode, roi_v)
-
-
-@op("Upsample", since=7)
-def Upsample_7(x, *, mode="nearest", scales):
-    out, sc = _resize_sizes(x, scales, None)
-    return resize(x, out, sc, mode, "asymmetric", "floor")
-
-
-@op("Upsample", since=9)
-def Upsample(x, scales, *, mode="nearest"):
-    return Upsample_7(x, mode=mode, scales=scales)
