@@ -43,22 +43,34 @@ def Softmax(x, *, axis=-1):
     return _softmax(x, axis)
 
 
+def _log_softmax(x, axis):
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(x.dtype, copy=False)
+
+
+@op("LogSoftmax", since=1)
+def LogSoftmax_1(x, *, axis=1):
+    # Before opset 13 the input is coerced to 2-D at `axis`, as for Softmax.
+    axis %= x.ndim
+    return _log_softmax(x.reshape(int(np.prod(x.shape[:axis])), -1), 1).reshape(x.shape)
+
+
 @op("LogSoftmax", since=13)
 def LogSoftmax(x, *, axis=-1):
-    m = x.max(axis=axis, keepdims=True)
-    return (x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).astype(x.dtype)
+    return _log_softmax(x, axis)
 
 
 @op("LayerNormalization", since=17)
 def LayerNormalization(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+    """Y, and the Mean and InvStdDev outputs (kept dims) that training graphs sometimes read."""
     axis %= x.ndim
     axes = tuple(range(axis, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-    y = (x - mean) / np.sqrt(var + np.float32(epsilon)) * scale
+    inv_std = 1 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + np.float32(epsilon))
+    y = (x - mean) * inv_std * scale
     if bias is not None:
         y = y + bias
-    return y.astype(x.dtype, copy=False)
+    return y.astype(x.dtype, copy=False), mean, inv_std.astype(mean.dtype, copy=False)
 
 
 @op("InstanceNormalization")
