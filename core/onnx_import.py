@@ -28,12 +28,18 @@ ONNX_ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file, with errors that name the file."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputFileError(f"{path} is a directory, not an ONNX model file")
     if not os.path.isfile(path):
         raise InputFileError(f"model file not found: {path}")
     try:
-        return onnx.load(path)
+        model = onnx.load(path)
     except Exception as e:  # protobuf raises DecodeError and friends
         raise InputFileError(f"{path} is not a readable ONNX model ({type(e).__name__}: {e})") from e
+    # Protobuf parses an empty file (and some short garbage) as a valid, empty message.
+    if not model.graph.node or not model.graph.output:
+        raise InputFileError(f"{path} is not an ONNX model (no graph nodes or outputs in it)")
+    return model
 
 
 def _attr_value(attr: onnx.AttributeProto) -> Any:
