@@ -139,13 +139,14 @@ def test_batch_stacks_in_order(tmp_path):
 
 
 # ---- decoding -----------------------------------------------------------------------------------
-def test_exif_orientation_is_applied_like_cv2_imread(tmp_path):
-    arr = textured(30, 50, 3, 1)
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+@pytest.mark.parametrize("orientation", [2, 3, 6, 8])
+def test_exif_orientation_is_applied_like_cv2_imread(tmp_path, ext, orientation):
     exif = Image.Exif()
-    exif[0x0112] = 6                       # rotate 90 degrees clockwise on display
-    path = str(tmp_path / "rotated.jpg")
-    Image.fromarray(arr).save(path, exif=exif, quality=95)
-    assert image_size(path) == (50, 30)
+    exif[0x0112] = orientation
+    path = str(tmp_path / f"rotated.{ext}")
+    Image.fromarray(textured(30, 50, 3, 1)).save(path, exif=exif, quality=95)
+    assert image_size(path) == ((50, 30) if orientation in (6, 8) else (30, 50))
     assert np.array_equal(read_image(path, "bgr"), cv2.imread(path, cv2.IMREAD_COLOR))
     assert np.array_equal(read_image(path, "gray")[:, :, 0], cv2.imread(path, cv2.IMREAD_GRAYSCALE))
 
