@@ -115,3 +115,39 @@ class Session:
         if quantized:
             return self.simulate(x, outputs=outputs, keep_all=keep_all)
         return run_graph(self.model, self.feeds(x), outputs, keep_all=keep_all)
+
+    # ---- detection (core/detect.py) ---------------------------------------------------------------
+    def detector(self, model: str | os.PathLike = "f32"):
+        """A `core.detect.Detector`: "f32" = the loaded model, or a model file (.onnx/.cfg/.mlir)."""
+        from .detect import graph_detector, open_detector
+        if isinstance(model, str) and model.lower() == "f32":
+            return graph_detector(self.model, name="F32", preprocess=self.preprocess_config)
+        if isinstance(model, str) and model.lower() in ("int8", "mixed"):
+            raise StateError(f"detect with model '{model}' needs the quantized simulator, which "
+                             "this session does not have yet")
+        return open_detector(model)
+
+    def detect(self, image: str | os.PathLike, *, model: str | os.PathLike = "f32",
+               score_thres: float | None = None, iou_thres: float | None = None,
+               names: Sequence[str] | None = None):
+        """YOLO detections on one image: boxes (original pixels) with class names and scores."""
+        from .detect import detect_images
+        from .yolo import DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES
+        return detect_images(self.detector(model), [image],
+                             score_thres=DEFAULT_SCORE_THRES if score_thres is None else score_thres,
+                             iou_thres=DEFAULT_IOU_THRES if iou_thres is None else iou_thres,
+                             names=names)[0]
+
+    def compare_detections(self, image: str | os.PathLike,
+                           models: Sequence[str | os.PathLike] = ("f32", "int8", "mixed"), *,
+                           score_thres: float | None = None, iou_thres: float | None = None,
+                           names: Sequence[str] | None = None):
+        """Side by side: each model's detections on `image` against the first model's
+        (`.figure()` draws them); e.g. F32 vs INT8 vs mixed."""
+        from .detect import compare_detections
+        found = {}
+        for m in models:
+            result = self.detect(image, model=m, score_thres=score_thres, iou_thres=iou_thres,
+                                 names=names)
+            found[result.model] = result.detections
+        return compare_detections(image, found)

@@ -69,3 +69,50 @@ def yolo_graph(yolo_onnx):
 def golden_input(golden):
     import numpy as np
     return np.load(golden / "000000366711_input.npz")["input_1"]
+
+
+def build_tiny_yolo(path: Path, seed: int = 0) -> Path:
+    """A 64x64 YOLO-shaped ONNX: two Conv heads (2x2 and 4x4, 255 channels), NHWC Transposes named
+    as the tutorial's, and a Reshape/Sigmoid/Concat tail to `yolo_raw` like the zoo file."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+    rng = np.random.default_rng(seed)
+    bias = rng.normal(0, 1.5, 255).astype(np.float32)
+    bias[4::85] = 1.0                                   # objectness: some boxes pass 0.5
+    inits, nodes = [], []
+    for name, k in (("coarse", 32), ("fine", 16)):
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.02, (255, 3, k, k)).astype(np.float32),
+                                             f"{name}_W"))
+        inits.append(numpy_helper.from_array(bias, f"{name}_B"))
+        nodes.append(helper.make_node("Conv", ["input_1", f"{name}_W", f"{name}_B"], [name],
+                                      kernel_shape=[k, k], strides=[k, k]))
+    inits.append(numpy_helper.from_array(np.array([1, -1, 85], np.int64), "tail_shape"))
+    for src, out in (("coarse", "transpose_output1"), ("fine", "transpose_output")):
+        nodes += [helper.make_node("Transpose", [src], [out], perm=[0, 2, 3, 1]),
+                  helper.make_node("Reshape", [out, "tail_shape"], [out + "_r"]),
+                  helper.make_node("Sigmoid", [out + "_r"], [out + "_s"])]
+    nodes.append(helper.make_node("Concat", ["transpose_output1_s", "transpose_output_s"],
+                                  ["yolo_raw"], axis=1))
+    graph = helper.make_graph(nodes, "tiny_yolo",
+                              [helper.make_tensor_value_info("input_1", 1, [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info("yolo_raw", 1, [1, 60, 85])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def tiny_yolo(tmp_path) -> Path:
+    """Path of a tiny YOLO-shaped ONNX model (see `build_tiny_yolo`)."""
+    return build_tiny_yolo(tmp_path / "tiny_yolo.onnx")
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    """A 96 x 128 random RGB JPEG."""
+    import numpy as np
+    from PIL import Image
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(path)
+    return path
