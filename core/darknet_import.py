@@ -311,7 +311,6 @@ class _Builder:
             suffix = len(self.heads) - 1 - j
             name = f"transpose_output{suffix or ''}"
             self.node("Transpose", [head.pop("source")], name, perm=[0, 2, 3, 1])
-            head["tensor"] = name
             outputs.append((name, [batch] + head["grid"] + [head.pop("channels")]))
         return outputs
 
@@ -399,8 +398,5 @@ def import_darknet(cfg_path: str | os.PathLike, weights_path: str | os.PathLike 
     graph.meta["source"] = os.path.abspath(cfg_path)
     graph.meta["weights"] = os.path.abspath(weights_path)
     if yolo:
-        to_ir = graph.meta.get("onnx_to_ir", {})
-        for head in yolo["heads"]:
-            head["tensor"] = to_ir.get(head["tensor"], head["tensor"])
         graph.meta["yolo"] = yolo
     return graph
