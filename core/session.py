@@ -67,6 +67,8 @@ class Session:
         self.settings.set("chip", chip)
         self.progress = progress
         self.graph: Graph | None = None
+        self.load_options: dict[str, Any] = {}   # how the model was loaded (workspaces reload it)
+        self.history: list[str] = []             # command lines run by the shell / magics
 
     # ---- model ---------------------------------------------------------------------------------
     @property
@@ -85,6 +87,8 @@ class Session:
         graph = load_model(model, model_data=model_data, name=name, input_shapes=input_shapes,
                            output_names=output_names, preprocess=preprocess)
         self.graph = graph
+        self.load_options = dict(model=os.path.abspath(model), model_data=model_data and os.path.abspath(
+            model_data), name=name, input_shapes=input_shapes, output_names=output_names, **preprocess)
         return graph
 
     @property

@@ -1,0 +1,45 @@
+"""Result rendering: stable fixed-width text, HTML tables with highlighted rows, inline figures."""
+from __future__ import annotations
+
+from tpushell.core.results import Column, Message, Table
+
+
+def table() -> Table:
+    return Table("cosines", ["layer", Column("cos", "{:.6f}"), "mode"],
+                 [["conv0_Conv", 0.9999912, "INT8"], ["conv1_Conv", 0.99871, None]],
+                 highlight=[1], notes=["* below 0.999"])
+
+
+def test_text_is_fixed_width_with_numbers_right_aligned_and_marks():
+    assert str(table()).splitlines() == [
+        "cosines",
+        "  layer            cos  mode",
+        "  conv0_Conv  0.999991  INT8",
+        "* conv1_Conv  0.998710  -",
+        "* below 0.999",
+    ]
+
+
+def test_records_and_columns_keep_raw_values():
+    t = table()
+    assert t.records()[1] == {"layer": "conv1_Conv", "cos": 0.99871, "mode": None}
+    assert t.column("cos") == [0.9999912, 0.99871]
+
+
+def test_html_escapes_and_highlights():
+    t = Table("a<b", ["x"], [["<i>"], ["ok"]], highlight=[0])
+    html = t._repr_html_()
+    assert "<caption>a&lt;b</caption>" in html and "&lt;i&gt;" in html
+    assert '<tr style="background-color:#fdd"><td style="text-align:left">&lt;i&gt;</td></tr>' in html
+    assert t._repr_png_() is None
+
+
+def test_figure_shows_inline_as_png():
+    from matplotlib.figure import Figure
+    fig = Figure()
+    fig.add_subplot().bar([0, 1], [1, 2])
+    m = Message("two bars", figure=fig)
+    png = m._repr_png_()
+    assert png.startswith(b"\x89PNG")
+    assert '<img src="data:image/png;base64,' in m._repr_html_()
+    assert str(m) == "two bars"

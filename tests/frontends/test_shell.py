@@ -1,0 +1,137 @@
+"""The cmd2 shell: completion, one-line errors, settings, scripts, figures, state kept on errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tpushell.app import main, script_lines
+from tpushell.core.results import Message
+
+from shelldrive import run_shell
+
+
+def complete(app, line: str) -> tuple[str, ...]:
+    """Completions for the last word of `line`, as the shell offers them on Tab."""
+    begidx = line.rfind(" ") + 1
+    return app.complete(line[begidx:], line, begidx, len(line)).to_strings()
+
+
+def test_completes_layers_settings_choices_and_paths(shell, workdir):
+    assert complete(shell, "layers c") == ()                     # no model yet: nothing to offer
+    run_shell(shell, "load tiny.onnx")
+    assert complete(shell, "layers r") == ("r1_LeakyRelu",)
+    assert set(complete(shell, "layers ")) >= {"c1_Conv", "p1_MaxPool", "y_Conv", "Conv", "MaxPool"}
+    assert complete(shell, "set ch") == ("chip",)
+    assert set(complete(shell, "set chip bm168")) == {"bm1684x", "bm1684", "bm1688"}
+    assert complete(shell, "set cosine_scale r") == ("reference",)
+    assert set(complete(shell, "load ti")) == {"tiny.onnx", "tiny_input.npz"}
+    assert complete(shell, "load tiny.onnx --pixel_format r") == ("rgb", "rgba")
+
+
+def test_unknown_command_and_bad_option_are_one_line_errors(shell, workdir):
+    assert run_shell(shell, "lod tiny.onnx") == [
+        "error: unknown command 'lod' (did you mean load?); 'help' lists the commands"]
+    assert run_shell(shell, "load tiny.onnx --pad_value x") == [
+        "error: load: argument --pad_value: invalid int value: 'x' (see 'help load')"]
+    assert shell.failed
+
+
+def test_errors_leave_the_session_unchanged(shell, workdir):
+    run_shell(shell, "load tiny.onnx")
+    run_shell(shell, "set chip bm1688")
+    graph, history = shell.session.graph, list(shell.session.history)
+    for line in ["load missing.onnx", "load tiny_input.npz", "set chip nope", "set samples 0",
+                 "layers nothing", "open missing.tpw", "open tiny.onnx", "infer missing.npz",
+                 "load tiny.onnx --input_shapes [[1,3,9]]", "load tiny.onnx --output_names nope"]:
+        out = run_shell(shell, line)
+        assert len(out) == 1 and out[0].startswith("error: "), (line, out)
+    assert shell.session.graph is graph
+    assert shell.session.settings.chip == "bm1688"
+    assert shell.session.history == history
+
+
+def test_help_lists_every_command_by_category(shell):
+    out = "\n".join(run_shell(shell, "help"))
+    for name in ("load", "layers", "infer", "set", "save", "open", "journal"):
+        assert name in out
+    assert "List the model's layers" in "\n".join(run_shell(shell, "help layers"))
+
+
+def test_shell_settings_still_work(shell):
+    run_shell(shell, "set debug true")
+    assert shell.debug is True
+    assert "plot_dir" in run_shell(shell, "set")[-1]
+
+
+def test_settings_are_cmd2_settables_bound_to_the_session(shell, workdir):
+    shell.settables["chip"].value = "cv183x"     # what cmd2 itself does on `set`
+    assert shell.session.settings.chip == "cv183x"
+    with pytest.raises(ValueError, match="bm9999"):
+        shell.settables["chip"].value = "bm9999"
+    run_shell(shell, "load tiny.onnx")
+    run_shell(shell, "save ws.tpw")
+    run_shell(shell, "set chip bm1688")
+    run_shell(shell, "open ws.tpw")               # replaces the session's settings object
+    assert shell.settables["chip"].value == "cv183x"
+
+
+def test_figures_are_saved_and_their_path_printed(shell, tmp_path):
+    from matplotlib.figure import Figure
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    shell.plot_dir = str(tmp_path)
+    out = run_shell_show(shell, Message("a plot", figure=fig))
+    assert out == ["a plot", f"figure saved to {tmp_path}/tpushell_plot_1.png"]
+    assert (tmp_path / "tpushell_plot_1.png").stat().st_size > 1000
+
+
+def run_shell_show(shell, result) -> list[str]:
+    import contextlib
+    import io
+    buf = io.StringIO()
+    shell.stdout = buf
+    with contextlib.redirect_stdout(buf):
+        shell.show(result)
+    return buf.getvalue().splitlines()
+
+
+def test_ipy_gets_the_same_session(shell):
+    assert shell.py_locals["tpu"] is shell.session
+
+
+def test_script_lines_skip_comments_and_join_continuations(tmp_path):
+    script = tmp_path / "s.tps"
+    script.write_text("# a comment\n\nload m.onnx \\\n   --pad_value 128\nlayers\n")
+    assert list(script_lines(str(script))) == [(f"{script}:3", "load m.onnx --pad_value 128"),
+                                               (f"{script}:5", "layers")]
+
+
+def test_script_stops_at_the_first_error_with_exit_code_1(workdir, capsys):
+    script = workdir / "s.tps"
+    script.write_text("load tiny.onnx\nlayers nothing\nsave never.tpw\n")
+    assert main(["--script", str(script)]) == 1
+    out, err = capsys.readouterr()
+    assert "(tpu) layers nothing" in out and "(tpu) save" not in out
+    assert f"stopped at {script}:2: layers nothing" in err
+    assert not (workdir / "never.tpw").exists()
+
+
+def test_commands_from_c_run_after_the_script(workdir, capsys):
+    script = workdir / "s.tps"
+    script.write_text("load tiny.onnx\n")
+    assert main(["--script", str(script), "-c", "set chip bm1688", "-c", "save ws.tpw"]) == 0
+    assert (workdir / "ws.tpw").exists()
+    assert main(["-c", "layers"]) == 1
+    assert "error: no model loaded; run `load MODEL` first" in capsys.readouterr().err
+
+
+def test_console_script_runs_as_a_program(workdir):
+    done = subprocess.run([sys.executable, "-m", "tpushell", "-c", "load tiny.onnx", "-c", "layers Conv"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "c1_Conv" in done.stdout and "y_Conv" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "tpushell", "--script", "missing.tps"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "script not found: missing.tps" in bad.stderr
