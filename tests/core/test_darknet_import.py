@@ -156,11 +156,11 @@ def dn_conv(x, p, stride, pad, groups):
     out = np.zeros((n, oh, ow), np.float64)
     per = n // groups
     for g in range(groups):
-        xs = xp[g * cin_g:(g + 1) * cin_g]
+        xs, outs = xp[g * cin_g:(g + 1) * cin_g], slice(g * per, (g + 1) * per)
         for dy in range(k):
             for dx in range(k):
                 patch = xs[:, dy:dy + stride * oh:stride, dx:dx + stride * ow:stride]
-                out[g * per:(g + 1) * per] += np.einsum("oc,chw->ohw", p["w"][g * per:(g + 1) * per, :, dy, dx], patch)
+                out[outs] += np.einsum("oc,chw->ohw", p["w"][outs, :, dy, dx], patch)
     if "gamma" in p:   # darknet: (x - mean) / (sqrt(var) + .000001) * scale + bias
         out = (out - p["mean"][:, None, None]) / (np.sqrt(p["var"][:, None, None]) + 1e-6)
         out = out * p["gamma"][:, None, None]

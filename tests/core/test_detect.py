@@ -134,3 +134,21 @@ def test_session_detect_and_side_by_side(zoo):
     assert [m.ref.name for m in diff.matched] == ["person"]
     assert [d.name for d in diff.lost] == ["orange"] and [d.name for d in diff.gained] == ["orange"]
     assert diff.gained[0].score == pytest.approx(diff.lost[0].score, abs=1e-5)
+
+
+def test_mlir_keeps_preprocessing_and_darknet_anchors(tmp_path, photo):
+    from tpushell.core.loader import load_model
+    from tpushell.core.mlir import write_mlir
+    from test_darknet_import import TINY_CFG, conv_layers, write_weights
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY_CFG)
+    write_weights(tmp_path / "tiny.weights", conv_layers(TINY_CFG), np.random.default_rng(4))
+    prep = {"scale": [1 / 255] * 3, "pixel_format": "rgb", "keep_aspect_ratio": True,
+            "pad_value": 0}
+    g = load_model(cfg, name="tiny", preprocess=prep)
+    write_mlir(g, tmp_path / "tiny.mlir")
+    d = open_detector(tmp_path / "tiny.mlir")
+    assert d.spec.classes == 2 and d.spec.masks == {4: (3, 4, 5), 2: (0, 1, 2)}
+    assert d.preprocess.pad_value == 0 and d.preprocess.scale == [1 / 255] * 3
+    same = detect_images(graph_detector(g), [photo], score_thres=0.2)[0]
+    assert same.detections and detect_images(d, [photo], score_thres=0.2)[0].detections == same.detections
