@@ -47,6 +47,27 @@ def test_graph_with_a_tail_is_decoded_at_its_heads(tiny_yolo, photo):
     assert a.detections == b.detections and a.detections
 
 
+def test_tail_with_ops_we_do_not_run_and_an_extra_input(tiny_yolo, tmp_path, photo):
+    """Like the ONNX model zoo's file: an NMS-like tail and an `image_shape` input after the heads."""
+    import onnx
+    from onnx import helper
+    proto = onnx.load(tiny_yolo)
+    proto.graph.input.append(helper.make_tensor_value_info("image_shape", 1, [1, 2]))
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array([5], np.int64), "k"))
+    proto.graph.node.extend([
+        helper.make_node("ReduceMax", ["yolo_raw"], ["best"], axes=[2], keepdims=0),
+        helper.make_node("TopK", ["best", "k"], ["top", "top_idx"]),
+        helper.make_node("Mul", ["image_shape", "image_shape"], ["shape2"])])
+    proto.graph.output.extend([helper.make_tensor_value_info(t, 1, None)
+                               for t in ("top", "top_idx", "shape2")])
+    path = tmp_path / "with_tail.onnx"
+    onnx.save(proto, path)
+    d = open_detector(path)
+    assert d.net_hw == (64, 64)
+    want = detect_images(open_detector(tiny_yolo), [photo], score_thres=0.3)[0].detections
+    assert detect_images(d, [photo], score_thres=0.3)[0].detections == want
+
+
 def test_model_without_yolo_heads(tmp_path, photo):
     import onnx
     from onnx import helper, numpy_helper

@@ -18,11 +18,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 DESCRIPTION = "Detect objects with a YOLOv3 model (.onnx, darknet .cfg, .mlir) and draw them."
 EPILOG = """\
 model kinds:
-  .onnx  run by the tpushell F32 simulator. The model is cut at its YOLO heads automatically:
-         the outputs of the Conv layers shaped like heads (N x A*(5+C) x H x W), or the NHWC
-         Transpose of each when there is one (the tutorial's transpose_output1,transpose_output).
-         A post-processing tail after the heads (Reshape/Sigmoid/Concat, a built-in NMS) is
-         ignored. The tutorial's preprocessing is used: RGB, x0.0039216, letterbox with pad 128.
+  .onnx  run by the tpushell F32 simulator. The model is cut at its YOLO heads automatically
+         (found by ONNX shape inference): the outputs of the Conv layers shaped like heads
+         (N x A*(5+C) x H x W), or the NHWC Transpose of each when there is one (the tutorial's
+         transpose_output1,transpose_output). Whatever follows the heads (a Reshape/Sigmoid/Concat
+         tail, a built-in NMS, an image_shape input) is dropped before import. The tutorial's
+         preprocessing is used: RGB, x0.0039216, letterbox with pad 128.
   .cfg   darknet cfg (weights from --model_data, default <cfg stem>.weights); anchors and masks
          come from the cfg.
   .mlir  a model_transform output; its own preprocessing settings are used.
