@@ -66,6 +66,11 @@ class ImageDetections:
     def __iter__(self):
         return iter(self.detections)
 
+    def draw(self):
+        """The image with the boxes drawn (a PIL image: notebooks show it inline)."""
+        from .draw import draw_detections
+        return draw_detections(self.image, self.detections)
+
     def __len__(self) -> int:
         return len(self.detections)
 

@@ -5,6 +5,7 @@ dashed green and boxes it lost (found by the reference only) are dotted red.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 GAINED_COLOR = "#1a9850"
@@ -56,5 +57,6 @@ def detection_figure(comparison: Any):
         title = (f"{name}: {len(diff.detections)} object(s), lost {len(diff.lost)}, "
                  f"gained {len(diff.gained)}" + (f"\nscore drift {drift}" if drift else ""))
         _panel(ax, image, title, [m.other for m in diff.matched], diff.gained, diff.lost)
-    fig.suptitle(f"detections on {comparison.image.rsplit('/', 1)[-1]}", fontsize=10)
+    fig.suptitle(f"detections on {os.path.basename(comparison.image)} (solid: also found by "
+                 f"{ref}; dashed green: gained; dotted red: lost)", fontsize=9)
     return fig

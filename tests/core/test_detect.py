@@ -31,6 +31,7 @@ def test_onnx_is_cut_at_its_heads_and_matches_onnxruntime(tiny_yolo, photo):
                        score_thres=0.3)[0]
     found = detect_images(d, [photo], score_thres=0.3)[0]
     assert found.size == (96, 128) and found.model == "tiny_yolo"
+    assert found.draw().size == (128, 96)
     assert len(want) >= 2
     assert [x.name for x in found] == [x.name for x in want]
     for a, b in zip(found, want):
