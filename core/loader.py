@@ -35,7 +35,7 @@ def make_preprocess(graph: Graph, options: dict[str, Any]) -> PreprocessConfig:
 def load_model(model: str | os.PathLike, *, model_data: str | None = None, name: str | None = None,
                input_shapes: Sequence[Sequence[int]] | None = None,
                output_names: Sequence[str] | None = None,
-               preprocess: dict[str, Any] | None = None) -> Graph:
+               preprocess: dict[str, Any] | None = None, fold_bn: bool = True) -> Graph:
     """Import `model` by its extension (.onnx, .cfg, .mlir) and attach preprocessing."""
     path = os.fspath(model)
     ext = os.path.splitext(path)[1].lower()
@@ -57,7 +57,8 @@ def load_model(model: str | os.PathLike, *, model_data: str | None = None, name:
         return graph
     if ext == ".onnx":
         from .onnx_import import import_onnx
-        graph = import_onnx(path, name=name, input_shapes=input_shapes, output_names=output_names)
+        graph = import_onnx(path, name=name, input_shapes=input_shapes, output_names=output_names,
+                            fold_bn=fold_bn)
     else:
         from .darknet_import import import_darknet
         graph = import_darknet(path, model_data, name=name, input_shapes=input_shapes,

@@ -170,7 +170,7 @@ def resolve_output_names(graph: Graph, names: Sequence[str]) -> list[str]:
 
 def import_onnx(model: str | os.PathLike | onnx.ModelProto, *, name: str | None = None,
                 input_shapes: Sequence[Sequence[int]] | None = None,
-                output_names: Sequence[str] | None = None) -> Graph:
+                output_names: Sequence[str] | None = None, fold_bn: bool = True) -> Graph:
     """Load an ONNX model and run the import passes; see the module docstring."""
     if isinstance(model, onnx.ModelProto):
         proto, source = model, None
@@ -182,15 +182,16 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto, *, name: str | None 
         graph.meta["source"] = os.path.abspath(source)
     if output_names:
         passes.cut_outputs(graph, resolve_output_names(graph, output_names))
-    finish_import(graph)
+    finish_import(graph, fold_bn=fold_bn)
     return graph
 
 
-def finish_import(graph: Graph) -> Graph:
+def finish_import(graph: Graph, fold_bn: bool = True) -> Graph:
     """The passes every importer runs: fold constants and shapes, drop identities, fold BN, fuse Relu."""
     passes.remove_identities(graph)
     passes.fold_constants(graph)
-    passes.fold_batchnorm(graph)
+    if fold_bn:
+        passes.fold_batchnorm(graph)
     passes.fuse_relu(graph)
     passes.batch_agnostic_reshapes(graph)
     passes.prune_onnx_names(graph)
