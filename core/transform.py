@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .dataset import load_batches
+from .dataset import load_sample
 from .fileio import save_npz
 from .interpreter import run
 from .ir import Graph
@@ -34,7 +34,7 @@ class TransformResult:
 
 def test_feeds(graph: Graph, test_input: str) -> dict[str, np.ndarray]:
     """The model inputs for one test file (image, .npz or .npy), as calibration would load it."""
-    return next(iter(load_batches([[test_input]], graph, 1)))
+    return load_sample([test_input], graph)
 
 
 def self_check(graph: Graph, feeds: dict[str, np.ndarray], tolerance: tuple[float, float],
