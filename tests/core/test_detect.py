@@ -174,3 +174,27 @@ def test_mlir_keeps_preprocessing_and_darknet_anchors(tmp_path, photo):
     assert d.preprocess.pad_value == 0 and d.preprocess.scale == [1 / 255] * 3
     same = detect_images(graph_detector(g), [photo], score_thres=0.2)[0]
     assert same.detections and detect_images(d, [photo], score_thres=0.2)[0].detections == same.detections
+
+
+@pytest.mark.zoo
+def test_side_by_side_with_the_reference_int8_and_mixed_heads(zoo, golden):
+    """The reference toolchain's own INT8 and mixed head outputs on the tutorial image, decoded
+    and compared with our F32 detections: the same two objects, with small score drift."""
+    from tpushell.core.preprocess import image_size, letterbox_geometry
+    image = zoo / "COCO2017" / "000000366711.jpg"
+    d = open_detector(zoo / "yolov3-tiny" / "tiny-yolov3-11.onnx")
+    hw = image_size(image)
+    found = {"F32": detect_images(d, [image])[0].detections}
+    for label, kind in (("INT8", "int8"), ("mixed", "mix")):
+        with np.load(golden / f"000000366711_{kind}_bm1684x.npz") as npz:
+            heads = {t: npz[t] for t in ("transpose_output1_Transpose", "transpose_output_Transpose")}
+        found[label] = postprocess(heads, d.spec, d.net_hw, [letterbox_geometry(hw, d.preprocess)],
+                                   [hw])[0]
+    cmp = compare_detections(image, found)
+    for label in ("INT8", "mixed"):
+        diff = cmp.diffs[label]
+        assert not diff.lost and not diff.gained
+        assert [m.ref.name for m in diff.matched] == ["orange", "person"]
+        assert all(abs(m.drift) < 0.05 for m in diff.matched)
+    assert cmp.diffs["INT8"].matched[1].other.score == pytest.approx(0.649, abs=0.001)
+    assert cmp.diffs["mixed"].matched[0].other.score == pytest.approx(0.794, abs=0.001)
