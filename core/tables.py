@@ -152,10 +152,12 @@ def write_calibration_table(path: str | os.PathLike, table: CalibrationTable, **
 # ---- qtables ------------------------------------------------------------------------------------
 @dataclass
 class QTable:
-    """Per-op precision overrides, in file order: {op_name: MODE}."""
+    """Per-op precision overrides, in file order: {op_name: MODE}; `lines` maps an op to its
+    line number in the file it was read from (for error messages)."""
 
     modes: dict[str, str] = field(default_factory=dict)
     path: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> str:
         return self.modes[name]
@@ -191,6 +193,7 @@ def read_qtable(path: str | os.PathLike) -> QTable:
                 raise QuantizationError(f"{path}:{lineno}: unknown quantize mode '{tokens[1]}' for "
                                         f"'{tokens[0]}'; valid: {', '.join(QUANT_MODES)}")
             q.modes[tokens[0]] = mode
+            q.lines[tokens[0]] = lineno
     return q
 
 
