@@ -61,39 +61,75 @@ class TensorCompare:
     cosine: float = 1.0
     euclid: float = 1.0
     sqnr: float = math.inf
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    close_order: int = 0
 
     @property
     def passed(self) -> bool:
         return self.state in (EQUAL, CLOSE, SIMILAR)
 
+    def format(self, verbose: int = 1) -> str:
+        """The reference's per-tensor block: name, state, verdict; with verbose the metrics."""
+        lines = [f"[{self.name:<32}] {self.state:>12} [{'PASSED' if self.passed else 'FAILED':>6}]"]
+        if verbose:
+            lines.append(f"    {self.shape} {self.dtype} ")
+            if self.state == CLOSE:
+                lines.append(f"    close order            = {self.close_order}")
+            if self.state in (SIMILAR, NOT_SIMILAR):
+                lines.append(f"    cosine_similarity      = {self.cosine:.6f}")
+                lines.append(f"    euclidean_similarity   = {self.euclid:.6f}")
+                lines.append(f"    sqnr_similarity        = {self.sqnr:.6f}")
+        return "\n".join(lines)
+
 
 def _align(t: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reshape t to r's shape, or crop both when only the sizes differ; common dtype (F.3)."""
+    t, r = _from_bf16(t), _from_bf16(r)
     if t.size == r.size:
-        return t.reshape(r.shape), r
-    if t.ndim == r.ndim:
+        t = t.reshape(r.shape)
+    elif t.ndim == r.ndim:
         crop = tuple(slice(0, min(a, b)) for a, b in zip(t.shape, r.shape))
-        return t[crop], r[crop]
-    raise ValueError(f"shapes {list(t.shape)} and {list(r.shape)} cannot be compared")
+        t, r = t[crop], r[crop]
+    else:
+        raise ValueError(f"shapes {list(t.shape)} and {list(r.shape)} cannot be compared")
+    if np.int8 in (t.dtype, r.dtype):
+        dtype = np.int8
+    elif np.int32 in (t.dtype, r.dtype):
+        dtype = np.int32
+    else:
+        dtype = np.float32
+    return t.astype(dtype, copy=False), r.astype(dtype, copy=False)
+
+
+def _from_bf16(x: np.ndarray) -> np.ndarray:
+    """uint16 arrays hold bfloat16 bits in the reference's dumps."""
+    if x.dtype != np.uint16:
+        return x
+    return (x.astype(np.uint32) << 16).view(np.float32)
 
 
 def compare_tensors(t: np.ndarray, r: np.ndarray, tolerance: tuple[float, float] = (0.99, 0.99),
                     name: str = "") -> TensorCompare:
     """Classify a pair as EQUAL, CLOSE (allclose at rtol <= 1e-3), SIMILAR or NOT_SIMILAR."""
     t, r = _align(np.asarray(t), np.asarray(r))
+    shape, dtype = tuple(r.shape), str(r.dtype)
     if np.array_equal(t, r):
-        return TensorCompare(name, EQUAL)
-    if t.dtype == np.int8 or r.dtype == np.int8:
-        return TensorCompare(name, NOT_EQUAL, 0.0, 0.0, -math.inf)
+        return TensorCompare(name, EQUAL, shape=shape, dtype=dtype)
+    if t.dtype == np.int8:
+        return TensorCompare(name, NOT_EQUAL, 0.0, 0.0, -math.inf, shape=shape, dtype=dtype)
     t = np.asarray(t, np.float32)
     r = np.asarray(r, np.float32)
-    for k in (5, 4, 3):
+    for k in (5, 4, 3, 2):
         if np.allclose(t, r, rtol=10.0 ** -k, atol=1e-8, equal_nan=True):
-            return TensorCompare(name, CLOSE)
+            if k >= 3:
+                return TensorCompare(name, CLOSE, shape=shape, dtype=dtype, close_order=k)
+            break
     t = np.nan_to_num(t, nan=0.0, posinf=10000.0, neginf=-10000.0)
     r = np.nan_to_num(r, nan=0.0, posinf=10000.0, neginf=-10000.0)
     c, e, s = cosine(t, r), euclidean_similarity(t, r), sqnr(t, r)
     state = SIMILAR if (c > tolerance[0] and e > tolerance[1]) else NOT_SIMILAR
-    return TensorCompare(name, state, c, e, s)
+    return TensorCompare(name, state, c, e, s, shape=shape, dtype=dtype)
 
 
 @dataclass
@@ -110,15 +146,11 @@ class CompareReport:
     def count(self, *states: str) -> int:
         return sum(1 for r in self.results if r.state in states)
 
-    def format(self, verbose: int = 0) -> str:
-        lines = []
-        if verbose:
-            for r in self.results:
-                if r.state in (SIMILAR, NOT_SIMILAR):
-                    lines.append(f"[{r.name:<40}] {r.state:>12} [{'PASSED' if r.passed else 'FAILED'}]"
-                                 f"    (cos: {r.cosine:.6f}, euc: {r.euclid:.6f}, sqnr: {r.sqnr:.6f})")
-                else:
-                    lines.append(f"[{r.name:<40}] {r.state:>12} [{'PASSED' if r.passed else 'FAILED'}]")
+    def format(self, verbose: int = 0, target: str | None = None,
+               reference: str | None = None) -> str:
+        """The reference's summary (F.3); `verbose` adds one block per tensor (failed ones are
+        always listed); file names, when given, are printed as Target / Reference."""
+        lines = [r.format(verbose) for r in self.results if verbose or not r.passed]
         n = len(self.results)
         passed = self.count(EQUAL, CLOSE, SIMILAR)
         lines.append(f"{n} compared")
@@ -131,6 +163,10 @@ class CompareReport:
         if sims:
             lines.append(f"min_similarity = ({min(r.cosine for r in sims)}, "
                          f"{min(r.euclid for r in sims)}, {min(r.sqnr for r in sims)})")
+        if target:
+            lines.append(f"Target    {target}")
+        if reference:
+            lines.append(f"Reference {reference}")
         lines.append("npz compare PASSED." if self.passed else "npz compare FAILED.")
         return "\n".join(lines)
 
