@@ -22,6 +22,7 @@ from .interpreter import run as run_graph
 from .ir import Graph
 from .preprocess import PreprocessConfig
 from .progress import ProgressFn
+from .tables import QTable
 
 CHIPS = ("bm1684x", "bm1684", "bm1688", "cv183x", "cv182x", "cv181x", "cv180x")
 FP_TYPES = ("auto", "F16", "BF16", "F32")
@@ -69,6 +70,9 @@ class Session:
         self.graph: Graph | None = None
         self.load_options: dict[str, Any] = {}   # how the model was loaded (workspaces reload it)
         self.history: list[str] = []             # command lines run by the shell / magics
+        self.qtable = QTable()
+        self._lowering: tuple[tuple, Any] | None = None
+        self._plan: tuple[tuple, Any] | None = None
 
     # ---- model ---------------------------------------------------------------------------------
     @property
@@ -155,3 +159,38 @@ class Session:
                                  names=names)
             found[result.model] = result.detections
         return compare_detections(image, found)
+
+    # ---- quantization: plan, simulation, deploy ----------------------------------------------
+    def load_qtable(self, path: str | os.PathLike) -> QTable:
+        """Read a qtable and make it current; its op names and modes are checked against the
+        model and chip first (errors name the file and line; the current qtable is kept)."""
+        from .lowering import resolve_modes
+        from .tables import read_qtable
+        q = read_qtable(path)
+        resolve_modes(self.model, self.settings.chip, "INT8", q)
+        self.qtable = q
+        return q
+
+    def lowerer(self):
+        """The Lowerer of the current model, calibration table and chip (cached)."""
+        from .lowering import Lowerer
+        table = getattr(self, "calibration", None)
+        key = (id(self.model), id(table), self.settings.chip)
+        if self._lowering is None or self._lowering[0] != key:
+            self._lowering = (key, Lowerer(self.model, table, self.settings.chip))
+        return self._lowering[1]
+
+    def plan(self, mode: str = "INT8"):
+        """The current QuantPlan: `mode` for the whole model, the qtable per op, the chip and
+        fp_type settings; cached until any of them (or the calibration) changes."""
+        lw = self.lowerer()
+        key = (id(lw), mode, self.settings.fp_type, tuple(self.qtable.items()))
+        if self._plan is None or self._plan[0] != key:
+            self._plan = (key, lw.plan(mode, self.qtable, self.settings.fp_type))
+        return self._plan[1]
+
+    def simulate(self, x: np.ndarray | dict[str, np.ndarray], *, outputs: Sequence[str] | None = None,
+                 keep_all: bool = False, codes: bool = False, mode: str = "INT8") -> dict[str, np.ndarray]:
+        """Run a batch through the current plan: float32 values (integer codes with `codes`)."""
+        from .simulate import simulate
+        return simulate(self.plan(mode), self.feeds(x), outputs, keep_all=keep_all, codes=codes)
