@@ -18,6 +18,9 @@ import numpy as np
 from .errors import ModelError, did_you_mean
 from .ir import Graph, Node
 from .ops import DEFAULT_OPSET, as_tuple, lookup
+from .ops.memory import keep_freed_memory
+
+keep_freed_memory()   # activations reuse freed pages instead of faulting in fresh ones
 
 Observer = Callable[[Node, Sequence[np.ndarray], Sequence[np.ndarray]], None]
 
