@@ -6,9 +6,6 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import op
 
-# Upper bound for one im2col buffer; larger batches are processed in chunks of samples.
-IM2COL_BYTES = 64 << 20
-
 
 def conv_pads(in_spatial, kernel, strides, dilations, pads, auto_pad):
     """Begin/end pads per spatial axis, resolving auto_pad (SAME_UPPER/SAME_LOWER/VALID)."""
@@ -65,38 +62,85 @@ def out_size(size, k, s, d, pb, pe, ceil_mode=False):
     return span // s + 1
 
 
-def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.0, matmul=None):
-    """Grouped N-d convolution via im2col; `matmul(w2d, cols, out)` may be swapped (exact int)."""
+def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.0, relu=False):
+    """Grouped N-d convolution (N, C, *in) -> (N, M, *out) as im2col + BLAS, in blocks.
+
+    Works in any float dtype (the INT8 simulator runs it on codes in float32/float64, exactly).
+    """
     n, c = x.shape[:2]
     m = w.shape[0]
     nd = len(kernel)
     xp = pad_spatial(x, begin, end, pad_value)
     out_sp = [out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], begin[i], end[i])
               for i in range(nd)]
-    length = int(np.prod(out_sp))
-    cg, mg = c // group, m // group
-    k = cg * int(np.prod(kernel))
     dtype = np.result_type(x.dtype, w.dtype)
-    y = np.empty((n, m, length), dtype=dtype)
-    mm = matmul or (lambda a, bb, out: np.matmul(a, bb, out=out))
+    y = np.empty((n, m, int(np.prod(out_sp))), dtype=dtype)
+    bias = None if b is None else b.astype(dtype, copy=False).reshape(m, 1)
+    cg, mg = c // group, m // group
     if group == c and cg == 1 and mg == 1 and group > 1:
         _depthwise(xp, w, kernel, strides, dilations, out_sp, y)
+        if bias is not None:
+            y += bias
+        if relu:
+            np.maximum(y, 0, out=y)
     else:
-        pointwise = all(kk == 1 for kk in kernel) and all(s == 1 for s in strides)
-        view = None if pointwise else windows(xp, kernel, strides, dilations, out_sp)
-        chunk = max(1, IM2COL_BYTES // max(1, k * length * xp.itemsize * group))
+        view = windows(xp, kernel, strides, dilations, out_sp)
         for g in range(group):
-            wg = w[g * mg:(g + 1) * mg].reshape(mg, k)
-            for s0 in range(0, n, chunk):
-                s1 = min(n, s0 + chunk)
-                if pointwise:
-                    cols = xp[s0:s1, g * cg:(g + 1) * cg].reshape(s1 - s0, k, length)
-                else:
-                    cols = view[s0:s1, g * cg:(g + 1) * cg].reshape(s1 - s0, k, length)
-                mm(wg, cols, y[s0:s1, g * mg:(g + 1) * mg])
-    if b is not None:
-        y += b.reshape(1, m, 1).astype(dtype, copy=False)
+            gm, gc = slice(g * mg, (g + 1) * mg), slice(g * cg, (g + 1) * cg)
+            _gemm_blocks(view[:, gc], w[gm].reshape(mg, -1).astype(dtype, copy=False),
+                         None if bias is None else bias[gm], y[:, gm], relu)
     return y.reshape((n, m) + tuple(out_sp))
+
+
+# Output columns per BLAS call: the im2col block (K x BLOCK_COLS) stays in cache between being
+# written and being read by the GEMM, which is large enough to keep every BLAS thread busy.
+# Deep layers (large K) take fewer columns, so that one block never exceeds IM2COL_BYTES.
+BLOCK_COLS = 4096
+IM2COL_BYTES = 16 << 20
+
+
+def _gemm_blocks(view, w2, bias, y, relu):
+    """y[s] = w2 @ im2col(view[s]) (+ bias, relu), one block of output columns at a time.
+
+    view is (N, C, *kernel, *out); y is (N, M, L). Large outputs are cut along their first
+    spatial axis; small ones are batched, several samples per GEMM.
+    """
+    n, k = view.shape[0], w2.shape[1]
+    nd = (view.ndim - 2) // 2
+    out_sp = view.shape[2 + nd:]
+    length = y.shape[2]
+    block = max(1, min(BLOCK_COLS, IM2COL_BYTES // (k * y.itemsize)))
+    if length >= block or n == 1:
+        row = length // out_sp[0]                    # columns per index of the first out axis
+        rows = max(1, block // row)
+        buf = np.empty(k * min(out_sp[0], rows) * row, y.dtype)
+        for s in range(n):
+            for r0 in range(0, out_sp[0], rows):
+                r1 = min(out_sp[0], r0 + rows)
+                part = view[s][(slice(None),) * (1 + nd) + (slice(r0, r1),)]
+                cols = buf[:k * (r1 - r0) * row].reshape(part.shape)
+                cols[...] = part
+                _finish(np.matmul(w2, cols.reshape(k, -1), out=y[s, :, r0 * row:r1 * row]),
+                        bias, relu)
+        return
+    per = min(n, block // length)
+    buf = np.empty(k * per * length, y.dtype)
+    for s0 in range(0, n, per):
+        s1 = min(n, s0 + per)
+        part = np.moveaxis(view[s0:s1], 0, 1 + nd)      # (C, *kernel, samples, *out)
+        cols = buf[:k * (s1 - s0) * length].reshape(part.shape)
+        cols[...] = part
+        out = _finish(np.matmul(w2, cols.reshape(k, -1)), bias, relu)
+        y[s0:s1] = out.reshape(-1, s1 - s0, length).transpose(1, 0, 2)
+
+
+def _finish(y, bias, relu):
+    """Bias and fused Relu in place, while the block is still in cache."""
+    if bias is not None:
+        y += bias
+    if relu:
+        np.maximum(y, 0, out=y)
+    return y
 
 
 def _depthwise(xp, w, kernel, strides, dilations, out_sp, y):
@@ -115,8 +159,7 @@ def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
          pads=None, strides=None, _relu=0):
     kernel, strides, dilations, begin, end = _spatial_attrs(
         x, w.shape[2:], kernel_shape, strides, dilations, pads, auto_pad)
-    y = conv_nd(x, w, b, kernel, strides, dilations, begin, end, group)
-    return np.maximum(y, 0, out=y) if _relu else y
+    return conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, relu=bool(_relu))
 
 
 @op("ConvTranspose")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from opcheck import Const, In, case, check_op
+from tpushell.core.ops.conv import conv_nd
 
 RNG = np.random.default_rng(7)
 
@@ -38,6 +39,12 @@ CONV = [
     case("1d-dil-groups", "Conv", [In((1, 4, 20)), w(4, 2, 3)], {"dilations": [3], "group": 2}),
     case("1d-same-upper", "Conv", [In((1, 2, 9)), w(2, 2, 4)], {"auto_pad": "SAME_UPPER", "strides": [2]}),
     case("3d", "Conv", [In((1, 2, 5, 6, 5)), w(3, 2, 3, 3, 2)], {"pads": [1, 0, 1, 1, 1, 0]}),
+    case("row-blocks-batch2", "Conv", [In((2, 3, 70, 70)), w(4, 3, 3, 3), w(4)], {"pads": [1, 1, 1, 1]}),
+    case("row-blocks-strided", "Conv", [In((1, 2, 150, 131)), w(3, 2, 3, 3)], {"strides": [2, 1]}),
+    case("pointwise-row-blocks", "Conv", [In((2, 4, 80, 70)), w(5, 4, 1, 1), w(5)]),
+    case("1d-long", "Conv", [In((2, 2, 9000)), w(3, 2, 5), w(3)], {"pads": [2, 2]}),
+    case("3d-row-blocks", "Conv", [In((1, 2, 6, 40, 40)), w(3, 2, 3, 3, 3)], {"pads": [1, 1, 1, 1, 1, 1]}),
+    case("groups-batch3", "Conv", [In((3, 6, 9, 9)), w(4, 3, 3, 3), w(4)], {"group": 2}),
     case("weight-as-input", "Conv", [In((1, 3, 6, 6)), In((2, 3, 3, 3))], {"pads": [1, 1, 1, 1]}),
     case("opset11", "Conv", [In((1, 3, 6, 6)), w(2, 3, 3, 3)], opset=11),
     case("opset21", "Conv", [In((1, 3, 6, 6)), w(2, 3, 3, 3)], opset=21),
@@ -73,3 +80,22 @@ BN = [
 @pytest.mark.parametrize("op_type,inputs,attrs,kw", CONV + CONV_TRANSPOSE + BN)
 def test_op_matches_onnxruntime(op_type, inputs, attrs, kw):
     check_op(op_type, inputs, attrs, **kw)
+
+
+@pytest.mark.parametrize("shape,group,pads", [((3, 4, 9, 9), 1, [1, 1, 1, 1]), ((2, 4, 70, 70), 2, [0, 1, 2, 1]),
+                                              ((12, 8, 5, 5), 1, [0, 0, 0, 0])])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_nd_on_integer_codes_is_exact(shape, group, pads, dtype):
+    """The INT8 simulator runs conv_nd on int8 codes in float: sums must come out exact."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, shape)
+    wq = rng.integers(-128, 128, (6, shape[1] // group, 3, 3))
+    got = conv_nd(x.astype(dtype), wq.astype(dtype), None, [3, 3], [1, 1], [1, 1], pads[:2], pads[2:], group,
+                  pad_value=-128.0)
+    xp = np.pad(x, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])], constant_values=-128)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))   # n, c, oh, ow, 3, 3
+    cg, mg = shape[1] // group, 6 // group
+    want = np.concatenate([np.einsum("ncyxij,mcij->nmyx", win[:, g * cg:(g + 1) * cg], wq[g * mg:(g + 1) * mg])
+                           for g in range(group)], axis=1)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got.astype(np.int64), want)
