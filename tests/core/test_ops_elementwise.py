@@ -18,6 +18,7 @@ ACTIVATIONS = [
     case("alpha-0.1", "LeakyRelu", [X], {"alpha": 0.1}),
     case("alpha-above-1", "LeakyRelu", [X], {"alpha": 2.5}),
     case("alpha-negative", "LeakyRelu", [X], {"alpha": -0.3}),
+    case("several-blocks", "LeakyRelu", [In((3, 7, 111, 97))], {"alpha": 0.1}),
     case("scalar-slope", "PRelu", [X, Const(np.array([0.25], np.float32))]),
     case("channel-slope", "PRelu", [X, Const(np.array([0.1, -0.2, 0.3], np.float32).reshape(3, 1, 1))]),
     case("full-slope", "PRelu", [X, In((3, 4, 5))]),

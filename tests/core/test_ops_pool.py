@@ -24,6 +24,8 @@ MAXPOOL = [
          {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
     case("1d", "MaxPool", [In((2, 3, 11))], {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
     case("3d", "MaxPool", [In((1, 2, 5, 6, 7))], {"kernel_shape": [2, 2, 3], "strides": [2, 2, 2]}),
+    case("many-plane-blocks", "MaxPool", [In((2, 8, 300, 300))], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    case("plane-above-block", "MaxPool", [In((1, 2, 600, 600))], {"kernel_shape": [2, 2], "strides": [2, 2]}),
     case("opset11", "MaxPool", [In((1, 3, 6, 6))], {"kernel_shape": [2, 2], "strides": [2, 2]}, opset=11),
 ]
 
