@@ -1,0 +1,153 @@
+"""F32 forward of yolov3-tiny 416x416 (the tutorial graph): our interpreter beside onnxruntime.
+
+    python benchmarks/f32_forward.py [--runs 7] [--batches 1,10] [--profile] [--zoo ../shared]
+
+Prints the median time of each side per batch size (runs interleaved, so machine load hits both
+alike) and the ratio; the peak RSS of one batch-1 forward in a fresh process (target <= 300 MB);
+with --profile, where our time goes, op by op. Issue 2's target: <= 2.0x onnxruntime at batch 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUTPUTS = ["transpose_output1", "transpose_output"]
+SHAPE = [1, 3, 416, 416]
+
+
+def find_shared(given: str | None) -> Path:
+    for c in [given, os.environ.get("TPUSHELL_ZOO"), Path(__file__).resolve().parents[2] / "shared"]:
+        if c and (Path(c) / "zoo").is_dir():
+            return Path(c)
+    sys.exit("error: the zoo is not found; pass --zoo <path to shared> or set TPUSHELL_ZOO")
+
+
+def our_graph(onnx_path: Path):
+    from tpushell.core.onnx_import import import_onnx
+    return import_onnx(onnx_path, name="yolov3_tiny", input_shapes=[SHAPE], output_names=OUTPUTS)
+
+
+def ort_session(onnx_path: Path):
+    """onnxruntime on the same cut graph, with a free batch dimension."""
+    import onnx
+    import onnxruntime as ort
+    from onnx.utils import Extractor
+    model = Extractor(onnx.shape_inference.infer_shapes(onnx.load(onnx_path))).extract_model(
+        ["input_1"], OUTPUTS)
+    for vi in list(model.graph.input) + list(model.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def golden_input(shared: Path) -> np.ndarray:
+    return np.load(shared / "golden" / "yolov3_tiny" / "000000366711_input.npz")["input_1"]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def compare_speed(graph, sess, x1: np.ndarray, batches: list[int], runs: int) -> None:
+    from tpushell.core.interpreter import run
+    print(f"{'batch':>5} {'ours ms':>9} {'ort ms':>9} {'ratio':>6} {'ours/img':>9} {'ort/img':>8}")
+    for n in batches:
+        x = np.ascontiguousarray(np.repeat(x1, n, axis=0))
+        ours = lambda: run(graph, {"input_1": x})                       # noqa: E731
+        peer = lambda: sess.run(None, {"input_1": x})                   # noqa: E731
+        ours(), peer()                                                  # warm up both
+        t_ours, t_peer = [], []
+        for _ in range(runs):
+            t_ours.append(timed(ours))
+            t_peer.append(timed(peer))
+        a, b = statistics.median(t_ours), statistics.median(t_peer)
+        print(f"{n:>5} {a:>9.1f} {b:>9.1f} {a / b:>5.2f}x {a / n:>9.1f} {b / n:>8.1f}")
+
+
+PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+from benchmarks_f32 import our_graph, golden_input, vm_hwm
+from tpushell.core.interpreter import run
+shared = Path(sys.argv[1])
+g = our_graph(shared / "zoo" / "yolov3-tiny" / "tiny-yolov3-11.onnx")
+x = golden_input(shared)
+loaded = vm_hwm()
+run(g, {"input_1": x})
+print(loaded, vm_hwm())
+"""
+
+
+def vm_hwm() -> int:
+    """Peak RSS of this process in MB (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) // 1024
+
+
+def peak_rss(shared: Path) -> tuple[int, int]:
+    """(peak RSS MB once the model is loaded, peak RSS MB after one batch-1 forward), fresh process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    script = PEAK_SCRIPT.replace("benchmarks_f32", Path(__file__).stem)
+    out = subprocess.run([sys.executable, "-c", script, str(shared)], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def profile(graph, x1: np.ndarray, batch: int, runs: int) -> None:
+    """Median time per op over `runs` forwards (time between consecutive observer calls)."""
+    from tpushell.core.interpreter import run
+    x = np.ascontiguousarray(np.repeat(x1, batch, axis=0))
+    per_op: dict[str, list[float]] = {n.name: [] for n in graph.nodes}
+    for _ in range(runs + 1):
+        last = [time.perf_counter()]
+
+        def obs(node, ins, outs):
+            now = time.perf_counter()
+            per_op[node.name].append((now - last[0]) * 1e3)
+            last[0] = now
+
+        run(graph, {"input_1": x}, observers=[obs])
+    medians = {k: statistics.median(v[1:]) for k, v in per_op.items()}
+    total = sum(medians.values())
+    print(f"\nper-op profile, batch {batch} (median of {runs}; sum {total:.1f} ms)")
+    for node in graph.nodes:
+        shape = "x".join(str(d) for d in graph.shapes.get(node.outputs[0], ()))
+        print(f"  {node.name:32} {node.op_type:10} {shape:>14} {medians[node.name]:8.2f} ms"
+              f" {100 * medians[node.name] / total:5.1f}%")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--zoo", help="path of the shared folder (holding zoo/ and golden/)")
+    p.add_argument("--runs", type=int, default=7, help="timed runs per side and batch (>= 5)")
+    p.add_argument("--batches", default="1,10", help="comma-separated batch sizes")
+    p.add_argument("--profile", action="store_true", help="print the per-op profile too")
+    args = p.parse_args()
+    shared = find_shared(args.zoo)
+    onnx_path = shared / "zoo" / "yolov3-tiny" / "tiny-yolov3-11.onnx"
+    loaded, peak = peak_rss(shared)
+    print(f"peak RSS of a fresh process: {loaded} MB with the model loaded, {peak} MB after one "
+          f"batch-1 forward (target <= 300 MB)\n")
+    graph, sess, x1 = our_graph(onnx_path), ort_session(onnx_path), golden_input(shared)
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"yolov3-tiny F32 forward, {SHAPE[2]}x{SHAPE[3]}, {os.cpu_count()} cpus, "
+          f"median of {args.runs} interleaved runs")
+    compare_speed(graph, sess, x1, batches, args.runs)
+    if args.profile:
+        for n in batches:
+            profile(graph, x1, n, args.runs)
+
+
+if __name__ == "__main__":
+    main()
