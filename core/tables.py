@@ -1,9 +1,11 @@
-"""Calibration tables and quantize tables (qtables) in the reference's text formats (C.6, E.5).
+"""Calibration tables, quantize tables (qtables) and loss tables in the reference's text formats
+(C.6, E.5).
 
     cal = read_calibration_table("yolov3_cali_table")     # v1.3 or 1.30.2 style
     cal["conv0_Conv"].threshold
     write_calibration_table("out_table", cal)             # v1.3 style
     q = read_qtable("yolov3_qtable"); q["conv3_Conv"]      # 'F16'
+    loss = read_loss_table("full_loss_table.txt")         # rows worst first, true cosines
 """
 from __future__ import annotations
 
@@ -62,17 +64,21 @@ def _number(text: str, path: str, lineno: int) -> float:
         raise CalibrationError(f"{path}:{lineno}: '{text}' is not a number") from None
 
 
+def _content_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped line) of every non-blank line of a text file."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    for lineno, raw in enumerate(lines, 1):
+        if raw.strip():
+            yield lineno, raw.strip()
+
+
 def read_calibration_table(path: str | os.PathLike) -> CalibrationTable:
     """Parse every listed variant (v1.3, 1.30.2 headers, #int4_th, #asym_op, #weight_scale)."""
     path = require_file(path, "calibration table")
     table = CalibrationTable(path=path)
     section = "rows"
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line:
-            continue
+    for lineno, line in _content_lines(path):
         low = line.lower()
         if low.startswith("#int4_th"):
             section = "int4"
@@ -215,3 +221,95 @@ def write_qtable(path: str | os.PathLike, q: QTable, **header) -> None:
     """Write `q` atomically in the v1.3 format (see format_qtable)."""
     with atomic_write(path) as f:
         f.write(format_qtable(q, **header))
+
+
+# ---- loss tables --------------------------------------------------------------------------------
+@dataclass
+class LossRow:
+    """One candidate layer: its accumulated-error cosine to F32 (true cosine) in the plan current
+    when the search passed it, and whether the search tested it against min_layer_cos."""
+
+    layer: str
+    cos: float
+    visited: bool = True
+
+
+@dataclass
+class LossTable:
+    """Rows worst first, as the reference writes them (E.4, E.5); cosines held as true cosines."""
+
+    rows: list[LossRow] = field(default_factory=list)
+    sample_number: int | None = None
+    chip: str | None = None
+    mix_mode: str | None = None
+    path: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[LossRow]:
+        return iter(self.rows)
+
+    def sorted(self, key: str = "cos") -> "LossTable":
+        """A copy ordered by `cos` (worst first) or by `layer` name."""
+        if key not in ("cos", "layer"):
+            raise QuantizationError(f"cannot sort a loss table by '{key}'; use cos or layer")
+        rows = sorted(self.rows, key=(lambda r: r.cos) if key == "cos" else (lambda r: r.layer))
+        return LossTable(rows, self.sample_number, self.chip, self.mix_mode, self.path)
+
+
+_LOSS_ROW = re.compile(r"^No\.\s*(\d+)\s*:\s*Layer:\s*(\S+)\s+Cos:\s*([-+0-9.eEnaif]+)\s*$")
+# The file holds the reference's 0.5 + 0.5*cos; this header line says so in files we write.
+_LOSS_SCALE_NOTE = "# Cos column: reference scale 0.5+0.5*cos"
+_LOSS_UNVISITED_NOTE = "# not tested against min_layer_cos (float already, no INT8 consumer or past the stop)"
+
+
+def format_loss_table(table: LossTable, when: datetime.datetime | None = None) -> str:
+    """The reference's loss-table text: rows worst first, `Cos` in its 0.5+0.5*cos scale."""
+    when = when or datetime.datetime.now()
+    lines = [f"# genetated time: {when}"]
+    if table.sample_number is not None:
+        lines.append(f"# sample number: {table.sample_number}")
+    lines.append(f"# chip: {table.chip or '-'}  mix_mode: {table.mix_mode or '-'}")
+    lines.append(_LOSS_SCALE_NOTE)
+    unvisited = [r.layer for r in table.rows if not r.visited]
+    if unvisited:
+        lines.append(f"{_LOSS_UNVISITED_NOTE}: {' '.join(unvisited)}")
+    lines.append("###")
+    for i, r in enumerate(table.sorted("cos").rows):
+        lines.append(f"No.{i:<4}: Layer: {r.layer:<50}\t\t\tCos: {0.5 + 0.5 * r.cos:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def write_loss_table(path: str | os.PathLike, table: LossTable, **header) -> None:
+    """Write `table` atomically in the reference's format (see format_loss_table)."""
+    with atomic_write(path) as f:
+        f.write(format_loss_table(table, **header))
+
+
+def read_loss_table(path: str | os.PathLike) -> LossTable:
+    """Parse a loss table written by the reference or by us; cosines come back as true cosines."""
+    path = require_file(path, "loss table")
+    table = LossTable(path=path)
+    unvisited: set[str] = set()
+    for lineno, line in _content_lines(path):
+        if line.startswith("#"):
+            m = re.match(r"#\s*sample number:\s*(\d+)", line)
+            if m:
+                table.sample_number = int(m.group(1))
+            m = re.match(r"#\s*chip:\s*(\S+)(?:\s+mix_mode:\s*(\S+))?", line)
+            if m:
+                table.chip, table.mix_mode = m.group(1), m.group(2)
+            if line.startswith(_LOSS_UNVISITED_NOTE):
+                unvisited.update(line.split(":", 1)[1].split())
+            continue
+        m = _LOSS_ROW.match(line)
+        if not m:
+            raise QuantizationError(f"{path}:{lineno}: expected 'No.<i> : Layer: <name> Cos: "
+                                    f"<value>', got '{line}'")
+        try:
+            cos = 2.0 * float(m.group(3)) - 1.0
+        except ValueError:
+            raise QuantizationError(f"{path}:{lineno}: '{m.group(3)}' is not a number") from None
+        table.rows.append(LossRow(m.group(2), cos, m.group(2) not in unvisited))
+    return table
