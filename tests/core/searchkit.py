@@ -1,0 +1,162 @@
+"""Test fixtures for the evaluator and the searches: a tiny CNN with one fragile layer, a
+calibration table measured on it, and a stand-in lowering with real fake-quant numerics.
+
+The fragile layer `f_Conv` has weights with a huge dynamic range: each output channel gives an
+input channel that is always zero a weight 1000 times the others, so at its per-channel INT8 weight
+scale every useful weight rounds to zero. Only keeping that layer in float gives a good output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tpushell.core import quantmath as qm
+from tpushell.core.interpreter import run
+from tpushell.core.ir import Graph
+from tpushell.core.onnx_import import import_onnx
+from tpushell.core.ops import as_tuple, lookup
+from tpushell.core.tables import CalibrationTable, CalRow, QTable
+
+
+def fragile_onnx(path, seed: int = 0) -> str:
+    """a_Conv -> leaky -> f_Conv (fragile) -> leaky -> b_Conv -> leaky -> c_Conv (output)."""
+    rng = np.random.default_rng(seed)
+
+    def conv(name, x, y, cin, cout, k, scale=0.3):
+        w = (rng.standard_normal((cout, cin, k, k)) * scale).astype(np.float32)
+        b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        return w, b, helper.make_node("Conv", [x, name + "_w", name + "_b"], [y],
+                                      pads=[k // 2] * 4)
+
+    layers = []
+    inits = []
+    specs = [("a", "x", "a", 4, 8, 3), ("f", "a_l", "f", 8, 8, 1), ("b", "f_l", "b", 8, 8, 3),
+             ("c", "b_l", "c", 8, 4, 1)]
+    for name, x, y, cin, cout, k in specs:
+        w, b, node = conv(name, x, y, cin, cout, k)
+        if name == "a":
+            w[0], b[0] = 0.0, 0.0      # channel 0 of a is always zero ...
+        if name == "f":
+            w[:, 0] = 1000.0           # ... and weighs 1000x in every channel of f
+        inits += [numpy_helper.from_array(w, name + "_w"), numpy_helper.from_array(b, name + "_b")]
+        layers.append(node)
+        if name != "c":
+            layers.append(helper.make_node("LeakyRelu", [y], [y + "_l"], alpha=0.1))
+    graph = helper.make_graph(layers, "fragile",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def overflow_graph(tmp_path) -> Graph:
+    """g_Conv -> h_Conv where g's outputs (~1e5) overflow F16 but not a calibrated INT8 scale."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array((rng.standard_normal((2, 2, 1, 1)) * 3e4).astype(np.float32), "gw"),
+             numpy_helper.from_array((rng.standard_normal((2, 2, 1, 1)) * 1e-4).astype(np.float32), "hw")]
+    nodes = [helper.make_node("Conv", ["x", "gw"], ["g"]), helper.make_node("Conv", ["g", "hw"], ["h"])]
+    graph = helper.make_graph(nodes, "overflow",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              inits)
+    path = tmp_path / "overflow.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return import_onnx(str(path), name="overflow")
+
+
+def fragile_graph(tmp_path) -> Graph:
+    return import_onnx(fragile_onnx(tmp_path / "fragile.onnx"), name="fragile")
+
+
+def samples(graph: Graph, n: int, seed: int = 1) -> dict[str, np.ndarray]:
+    info = graph.inputs[0]
+    rng = np.random.default_rng(seed)
+    return {info.name: rng.standard_normal((n,) + tuple(info.shape[1:])).astype(np.float32)}
+
+
+def max_table(graph: Graph, feeds: dict[str, np.ndarray]) -> CalibrationTable:
+    """A calibration table with threshold = absmax of every tensor over `feeds`."""
+    every = run(graph, feeds, keep_all=True)
+    every.update(feeds)
+    rows = {t: CalRow(float(np.abs(v).max()), float(v.min()), float(v.max()))
+            for t, v in every.items()}
+    return CalibrationTable(rows)
+
+
+# ---- a stand-in lowering ------------------------------------------------------------------------
+@dataclass(eq=False)
+class FakeStep:
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    key: tuple
+    fn: Callable[..., Any] = field(repr=False)
+
+    def run(self, values):
+        return as_tuple(self.fn(*values))
+
+
+@dataclass
+class FakePlan:
+    """Values are float32 everywhere; an INT8 op fake-quantizes its inputs, its per-channel
+    weights and its output at the table's thresholds, a float op rounds weights and output."""
+
+    steps: dict[str, FakeStep]
+    op_modes: dict[str, str]
+
+    def dequantize(self, tensor, value):
+        return value
+
+    def encode(self, tensor, value):
+        return value
+
+
+def _fq(x: np.ndarray, th: float) -> np.ndarray:
+    scale = th / 127.0
+    return qm.dequantize(qm.quantize(x, scale, True), scale)
+
+
+def fake_lower(graph: Graph, table: CalibrationTable, qtable: QTable | None = None,
+               float_mode: str = "F16") -> FakePlan:
+    steps, modes = {}, {}
+    rnd = {"F16": qm.to_f16, "BF16": qm.to_bf16, "F32": lambda v: v}
+    for node in graph.nodes:
+        mode = (qtable.modes.get(node.name, "INT8") if qtable else "INT8")
+        fn = lookup(node.op_type, 13)
+        acts = graph.activation_inputs(node)
+        weights = {i: graph.weights[t] for i, t in enumerate(node.inputs) if t in graph.weights}
+        if mode == "INT8":
+            if node.op_type == "Conv":
+                weights[1] = qm.fake_quant_weights(weights[1])
+            ths = [table[t].threshold for t in acts]
+            th_out = table[node.outputs[0]].threshold
+            pre = [lambda v, th=th: _fq(v, th) for th in ths]
+            post = lambda v, th=th_out: _fq(v, th)  # noqa: E731
+        else:
+            weights = {i: rnd[mode](w) for i, w in weights.items()}
+            pre = [lambda v: v for _ in acts]
+            post = rnd[mode]
+
+        def kernel(*xs, node=node, fn=fn, weights=weights, pre=pre, post=post):
+            args, it = [], iter(xs)
+            for i, t in enumerate(node.inputs):
+                args.append(weights[i] if i in weights else next(it))
+            args = [p(a) if i not in weights else a
+                    for i, (a, p) in enumerate(zip(args, _expand(pre, node, weights)))]
+            return tuple(post(o) for o in as_tuple(fn(*args, **node.attrs)))
+        steps[node.name] = FakeStep(node.name, tuple(acts), tuple(node.outputs),
+                                    (node.name, mode), kernel)
+        modes[node.name] = mode
+    return FakePlan(steps, modes)
+
+
+def _expand(pre, node, weights):
+    """One pre-function per input slot (identity for weights)."""
+    it = iter(pre)
+    return [(lambda v: v) if i in weights else next(it) for i in range(len(node.inputs))]

@@ -1,0 +1,172 @@
+"""Incremental evaluation: a change recomputes only what it must, and gives exactly the numbers
+of a full recomputation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tpushell.core.errors import ModelError, OptionError
+from tpushell.core.evaluator import Evaluator, per_sample_cos
+from tpushell.core.interpreter import run
+from tpushell.core.tables import QTable
+
+from searchkit import fake_lower, fragile_graph, max_table, samples
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    graph = fragile_graph(tmp_path_factory.mktemp("fragile"))
+    table = max_table(graph, samples(graph, 20, seed=5))
+    return graph, table, samples(graph, 5)
+
+
+def plan_of(kit, **modes):
+    graph, table, _ = kit
+    return fake_lower(graph, table, QTable(dict(modes)))
+
+
+def full(kit, plan):
+    """Every value and cosine from a fresh evaluator: the full recomputation."""
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds)
+    ev.set_plan(plan)
+    return ({t: ev.value(t) for t in graph.op_names},
+            {t: ev.layer_cos(t) for t in graph.op_names}, ev.output_cos())
+
+
+def assert_same(ev, kit, plan):
+    values, cos, outputs = full(kit, plan)
+    for t in values:
+        assert np.array_equal(ev.value(t), values[t]), t
+        assert np.array_equal(ev.layer_cos(t), cos[t]), t
+    assert ev.output_cos() == outputs
+
+
+def test_reference_is_the_f32_interpreter(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds, chunk_elements=300)      # several chunks per step
+    expected = run(graph, feeds, keep_all=True)
+    for t in graph.op_names:
+        assert np.array_equal(ev.reference(t), expected[t]), t
+
+
+def test_change_recomputes_only_downstream(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds)
+    ev.set_plan(plan_of(kit))
+    ev.check()
+    ran = ev.steps_run
+    stale = ev.set_plan(plan_of(kit, b_Conv="F16"))
+    assert stale == {"b_Conv", "b_l_LeakyRelu", "c_Conv"}
+    ev.check()
+    assert ev.steps_run - ran == 3
+    assert_same(ev, kit, plan_of(kit, b_Conv="F16"))
+
+
+def test_noop_recheck_computes_nothing(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds)
+    ev.set_plan(plan_of(kit, f_Conv="F16"))
+    first = ev.check(own=True)
+    ran = ev.steps_run
+    ev.set_plan(plan_of(kit, f_Conv="F16"))
+    again = ev.check(own=True)
+    assert ev.steps_run == ran and again.recomputed == 0
+    assert again.layers == first.layers and again.own == first.own
+
+
+def test_switching_back_reuses_stored_values(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds)
+    for modes in ({}, {"f_Conv": "F16"}, {}, {"f_Conv": "F16", "b_Conv": "F16"},
+                  {"f_Conv": "F16"}):
+        before = ev.steps_run
+        ev.set_plan(plan_of(kit, **modes))
+        ev.check()
+        assert_same(ev, kit, plan_of(kit, **modes))
+    # the last two plans were computed before: nothing ran for them
+    assert ev.steps_run == before
+
+
+def test_eviction_keeps_numbers_right(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds, spare_bytes=0)          # nothing of other plans is kept
+    ev.set_plan(plan_of(kit))
+    ev.check()
+    ev.set_plan(plan_of(kit, a_Conv="F16"))
+    ev.check()
+    ran = ev.steps_run
+    ev.set_plan(plan_of(kit))                            # everything must be recomputed
+    assert_same(ev, kit, plan_of(kit))
+    assert ev.steps_run - ran == len(graph.op_names)
+
+
+def test_keeping_pins_a_plan(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds, spare_bytes=0)
+    ev.set_plan(plan_of(kit))
+    ev.check()
+    with ev.keeping():
+        ev.set_plan(plan_of(kit, c_Conv="F16"))
+        ev.check()
+    ran = ev.steps_run
+    ev.set_plan(plan_of(kit))
+    ev.check()
+    assert ev.steps_run == ran
+
+
+def test_release_forgets_and_recomputes_identically(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds)
+    ev.set_plan(plan_of(kit))
+    ev.check()
+    held = ev.stored_bytes()
+    ev.release(["a_Conv", "a_l_LeakyRelu"])
+    assert ev.stored_bytes() < held
+    assert_same(ev, kit, plan_of(kit))
+
+
+def test_own_error_takes_inputs_from_f32(kit):
+    graph, table, feeds = kit
+    ev = Evaluator(graph, feeds)
+    ev.set_plan(plan_of(kit))
+    r = ev.check(own=True)
+    # the fragile layer is bad on its own; the layers after it only inherit its error
+    assert r.own["f_Conv"] < 0.5 and r.layers["b_Conv"] < 0.5 and r.own["b_Conv"] > 0.99
+    # own error of b_Conv = its INT8 step on the F32 input
+    step = ev.plan.steps["b_Conv"]
+    out = step.run([ev.reference("f_l_LeakyRelu")])[0]
+    assert np.array_equal(ev.own_cos("b_Conv"), per_sample_cos(out, ev.reference("b_Conv")))
+
+
+def test_check_text_and_threshold_marks(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds)
+    ev.set_plan(plan_of(kit))
+    r = ev.check(min_layer_cos=0.99, scale="reference")
+    assert "f_Conv" in r.below and "a_Conv" not in r.below
+    text = str(r)
+    assert "0.5+0.5*cos" in text and "< 0.995000" in text
+    assert f"{0.5 + 0.5 * r.outputs['c_Conv']:.6f}" in text
+
+
+def test_bad_requests(kit):
+    graph, _, feeds = kit
+    ev = Evaluator(graph, feeds)
+    with pytest.raises(OptionError, match="set_plan"):
+        ev.value("a_Conv")
+    ev.set_plan(plan_of(kit))
+    with pytest.raises(ModelError, match="did you mean f_Conv"):
+        ev.layer_cos("f_Con")
+    with pytest.raises(ModelError, match="no op named"):
+        ev.own_cos("nope")
+    with pytest.raises(OptionError, match="same number"):
+        Evaluator(graph, {"x": feeds["x"][:0]})
+    with pytest.raises(ModelError, match="no samples"):
+        Evaluator(graph, {})
+
+
+def test_per_sample_cos_counts_nan_as_zero():
+    a = np.ones((2, 3), np.float32)
+    b = np.array([[1, 1, 1], [np.nan, 1, 1]], np.float32)
+    assert per_sample_cos(a, b).tolist() == pytest.approx([1.0, 0.0])
