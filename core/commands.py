@@ -69,8 +69,14 @@ def build_parser(name: str, parser_cls: type[argparse.ArgumentParser] = argparse
     return parser
 
 
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommand parsers of `parser` ({} when it has none), e.g. `qtable show`."""
+    return {name: sub for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+            for name, sub in a.choices.items()}
+
+
 def completion_kinds(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """{argument dest: completion kind} for the arguments of `parser` that have one."""
+    """{argument dest: completion kind} for the arguments of `parser` itself that have one."""
     return {a.dest: a.tpu_complete for a in parser._actions if getattr(a, "tpu_complete", None)}
 
 
@@ -316,3 +322,80 @@ def journal(session: Session, args: argparse.Namespace) -> Result:
     notes = [f"wrote {args.output}"] if args.output else []
     return Table("journal", ["#", "command"], list(enumerate(session.history, 1)), notes=notes,
                  data=list(session.history))
+
+
+# ---- detection -----------------------------------------------------------------------------------
+def _detect_args(p: argparse.ArgumentParser) -> None:
+    _arg(p, "image", complete="path", help="image to detect objects in")
+    p.add_argument("--model", default="f32",
+                   help="f32 (the loaded model), int8, mixed (the session's plans), or a model file")
+    p.add_argument("--compare", metavar="MODELS",
+                   help="side by side: comma-separated models, the first is the reference "
+                        "(e.g. f32,int8,mixed); draws the figure")
+    p.add_argument("--score_thres", type=float, help="minimum objectness x class score")
+    p.add_argument("--iou_thres", type=float, help="NMS overlap threshold")
+    _arg(p, "-o", "--output", complete="path", help="draw the boxes on the image and save it here")
+
+
+def save_figure(figure, path: str) -> str:
+    """Save a matplotlib figure atomically, in the format its extension names."""
+    ext = os.path.splitext(path)[1][1:].lower()
+    formats = figure.canvas.get_supported_filetypes()
+    if ext not in formats:
+        raise OptionError(f"cannot save a figure as '{path}': use one of "
+                          f"{', '.join('.' + f for f in sorted(formats))}")
+    with atomic_write(path, "wb") as f:
+        figure.savefig(f, format=ext, bbox_inches="tight")
+    return path
+
+
+def _box_text(box) -> str:
+    return ",".join(str(round(v)) for v in box)
+
+
+@command("detect", _detect_args, category="detection")
+def detect(session: Session, args: argparse.Namespace) -> Result:
+    """Detect objects (YOLO) in an image with one model, or compare models side by side."""
+    image = args.image
+    thresholds = {"score_thres": args.score_thres, "iou_thres": args.iou_thres}
+    if args.compare:
+        cmp = session.compare_detections(image, parse_names(args.compare), **thresholds)
+        return _saved(Message(str(cmp), data=cmp, figure=cmp.figure()), args.output)
+    found = session.detect(image, model=args.model, **thresholds)
+    notes = ["No object was detected"] if not found.detections else []
+    if args.output:
+        from .draw import draw_detections, save_image
+        save_image(draw_detections(image, found.detections), args.output)
+        notes.append(f"saved {args.output}")
+    rows = [[d.name, d.score, _box_text(d.box)] for d in found.detections]
+    return Table(f"{found.model} on {os.path.basename(image)}: {len(rows)} object(s)",
+                 ["class", Column("score", "{:.3f}"), "box x0,y0,x1,y1"], rows, notes=notes,
+                 data=found)
+
+
+# ---- plots ---------------------------------------------------------------------------------------
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True,
+                             help="what to plot: detections")
+    d = kinds.add_parser("detections", help="boxes of one or more models on an image, side by side",
+                         description="Boxes of one or more models on an image, side by side.")
+    _arg(d, "image", complete="path", help="the image")
+    d.add_argument("--models", default="f32", help="comma-separated models, the first is the "
+                   "reference: f32, int8, mixed or model files (default: f32)")
+    _arg(d, "-o", "--output", complete="path", help="also save the figure here (.png, .svg, .pdf)")
+
+
+@command("plot", _plot_args, category="plots")
+def plot(session: Session, args: argparse.Namespace) -> Result:
+    """Plot the detections of one or more models on an image, side by side."""
+    cmp = session.compare_detections(args.image, parse_names(args.models))
+    result = Message(f"detections on {os.path.basename(args.image)} by {', '.join(cmp.results)}",
+                     data=cmp, figure=cmp.figure())
+    return _saved(result, args.output)
+
+
+def _saved(result: Result, path: str | None) -> Result:
+    """`result` with its figure saved to `path` (if given) and a line saying so."""
+    if path:
+        result.figure_path = save_figure(result.figure, path)
+    return result

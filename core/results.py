@@ -21,28 +21,31 @@ from typing import Any, Callable, Iterable, Sequence
 class Result:
     """Base of every command result; subclasses implement `text()` and `html()`.
 
-    `figure` is a matplotlib Figure or None; `data` is the domain object behind the result
-    (a Graph, a calibration table, a check result ...) for use from Python.
+    `figure` is a matplotlib Figure or None, `figure_path` where the command saved it (if it did);
+    `data` is the domain object behind the result (a Graph, a calibration table, a check result
+    ...) for use from Python.
     """
 
     figure: Any = None
+    figure_path: str | None = None
     data: Any = None
 
     def text(self) -> str:
         raise NotImplementedError
 
-    def html(self) -> str:
-        return f"<pre>{html.escape(self.text())}</pre>"
-
     def __str__(self) -> str:
-        return self.text()
+        saved = [f"saved {self.figure_path}"] if self.figure_path else []
+        return "\n".join([self.text()] + saved)
+
+    def html(self) -> str:
+        return f"<pre>{html.escape(str(self))}</pre>"
 
     def __repr__(self) -> str:
-        return self.text()
+        return str(self)
 
     def _repr_pretty_(self, p, cycle) -> None:
         """IPython terminal display: the same text as the shell."""
-        p.text(self.text())
+        p.text(str(self))
 
     def _repr_html_(self) -> str:
         body = self.html()

@@ -109,13 +109,14 @@ class TpuShell(cmd2.Cmd):
     def show(self, result: Result) -> None:
         """Print a result; save its figure (and show it when a display exists)."""
         self.poutput(str(result))
-        if result.figure is not None:
+        if result.figure is not None and result.figure_path is None:
             self._figures += 1
             path = os.path.join(self.plot_dir, f"tpushell_plot_{self._figures}.png")
             result.figure.savefig(path, bbox_inches="tight")
             self.poutput(f"figure saved to {path}")
-            if sys.stdin.isatty() and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-                self._display(result.figure)
+        has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        if result.figure is not None and sys.stdin.isatty() and has_display:
+            self._display(result.figure)
 
     @staticmethod
     def _display(figure) -> None:

@@ -11,7 +11,7 @@ import cmd2
 from cmd2 import Choices, CompletionItem, Completions
 from cmd2.utils import to_bool
 
-from tpushell.core.commands import completion_kinds
+from tpushell.core.commands import completion_kinds, subparsers
 
 
 def layer_choices(app) -> Choices:
@@ -49,7 +49,9 @@ COMPLETERS = {"path": cmd2.Cmd.path_complete, "setting_value": setting_value_com
 
 
 def attach_completers(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Give each argument of `parser` the cmd2 completer for its completion kind."""
+    """Give each argument of `parser` (and of its subcommands) the completer for its kind."""
+    for sub in subparsers(parser).values():
+        attach_completers(sub)
     kinds = completion_kinds(parser)
     for action in parser._actions:
         kind = kinds.get(action.dest)

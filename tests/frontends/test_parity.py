@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from tpushell.core.commands import COMMANDS, build_parser
+from tpushell.core.commands import COMMANDS, build_parser, subparsers
 
 
 def _signature(parser: argparse.ArgumentParser) -> list[tuple]:
-    """What a user can type: every argument's dest, flags, nargs, choices and default (not -h)."""
-    return sorted((a.dest, tuple(a.option_strings), str(a.nargs), tuple(a.choices or ()), repr(a.default))
-                  for a in parser._actions if not isinstance(a, argparse._HelpAction))
+    """What a user can type: every argument's dest, flags, nargs, choices and default (not -h),
+    and the same for each subcommand."""
+    own = sorted((a.dest, tuple(a.option_strings), str(a.nargs), tuple(a.choices or ()), repr(a.default))
+                 for a in parser._actions if not isinstance(a, argparse._HelpAction))
+    return own + [(name, _signature(sub)) for name, sub in sorted(subparsers(parser).items())]
 
 
 def test_same_command_names(shell, ip):
@@ -37,5 +39,7 @@ def test_every_command_has_help(shell, ip):
         assert cmd.doc and cmd.doc.endswith("."), name
         assert getattr(shell, f"do_{name}").__doc__ == cmd.doc
         assert cmd.doc in ip.find_line_magic(name).__doc__
-        for action in build_parser(name)._actions:
-            assert action.help, f"{name}: argument {action.dest} has no help"
+        parser = build_parser(name)
+        for p in [parser, *subparsers(parser).values()]:
+            for action in p._actions:
+                assert action.help, f"{name}: argument {action.dest} has no help"

@@ -31,8 +31,8 @@ def test_completes_layers_settings_choices_and_paths(shell, workdir):
 
 
 def test_unknown_command_and_bad_option_are_one_line_errors(shell, workdir):
-    assert run_shell(shell, "lod tiny.onnx") == [
-        "error: unknown command 'lod' (did you mean load?); 'help' lists the commands"]
+    assert run_shell(shell, "layres") == [
+        "error: unknown command 'layres' (did you mean layers, load?); 'help' lists the commands"]
     assert run_shell(shell, "load tiny.onnx --pad_value x") == [
         "error: load: argument --pad_value: invalid int value: 'x' (see 'help load')"]
     assert shell.failed

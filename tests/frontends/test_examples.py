@@ -1,0 +1,50 @@
+"""The workshop examples run end to end on the real model and data: the shell script (the whole
+tutorial story) and the Python API example. The notebook has its own test (test_notebook.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tpushell.app import script_lines
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def tutorial_dir(tmp_path, shared) -> Path:
+    """A work folder with ../shared beside it, as the examples expect from the repository root."""
+    (tmp_path / "shared").symlink_to(shared)
+    (tmp_path / "work").mkdir()
+    return tmp_path / "work"
+
+
+def tpushell(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tpushell", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, TPUSHELL_HISTORY=""))
+
+
+@pytest.mark.zoo
+def test_tutorial_script_runs_the_whole_story(tutorial_dir):
+    done = tpushell("--script", str(EXAMPLES / "yolov3_tiny.tps"), cwd=tutorial_dir)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    ran = [line for line in out.splitlines() if line.startswith("(tpu) ")]
+    assert len(ran) == len(list(script_lines(str(EXAMPLES / "yolov3_tiny.tps")))) and "error:" not in out
+    assert "yolov3_tiny: 34 ops" in out
+    assert "F32 on 000000366711.jpg: 2 object(s)" in out and "person" in out and "orange" in out
+    for name in ("yolov3_f32.jpg", "yolov3_tiny.tpw"):
+        assert (tutorial_dir / name).stat().st_size > 0, name
+
+
+@pytest.mark.zoo
+def test_python_api_example(tmp_path, shared):
+    done = subprocess.run([sys.executable, str(EXAMPLES / "python_api.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TPUSHELL_ZOO=str(shared)))
+    assert done.returncode == 0, done.stderr
+    assert "F32 finds 2 object(s)" in done.stdout and "person" in done.stdout
+    assert (tmp_path / "yolov3_f32_api.jpg").stat().st_size > 0
