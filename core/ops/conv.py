@@ -1,10 +1,13 @@
 """Convolutions (im2col + BLAS, memory-bounded) and batch normalization."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import op
+from .parallel import THREADS, parallel
 
 
 def conv_pads(in_spatial, kernel, strides, dilations, pads, auto_pad):
@@ -92,46 +95,80 @@ def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.
     return y.reshape((n, m) + tuple(out_sp))
 
 
-# Output columns per BLAS call: the im2col block (K x BLOCK_COLS) stays in cache between being
-# written and being read by the GEMM, which is large enough to keep every BLAS thread busy.
+# Output columns per block: the im2col block (K x BLOCK_COLS) stays in cache between being
+# written and being read by the GEMM, which is still large enough to run BLAS at full speed.
 # Deep layers (large K) take fewer columns, so that one block never exceeds IM2COL_BYTES.
 BLOCK_COLS = 4096
 IM2COL_BYTES = 16 << 20
 
 
 def _gemm_blocks(view, w2, bias, y, relu):
-    """y[s] = w2 @ im2col(view[s]) (+ bias, relu), one block of output columns at a time.
+    """y[s] = w2 @ im2col(view[s]) (+ bias, relu), block by block, blocks in parallel.
 
-    view is (N, C, *kernel, *out); y is (N, M, L). Large outputs are cut along their first
-    spatial axis; small ones are batched, several samples per GEMM.
+    view is (N, C, *kernel, *out) and y is (N, M, L). With fewer blocks than threads (deep layers
+    at batch 1) each block is gathered once and the threads share out its output channels.
     """
-    n, k = view.shape[0], w2.shape[1]
+    m, k = w2.shape
+    width = max(1, min(BLOCK_COLS, IM2COL_BYTES // (k * y.itemsize)))
+    blocks = _blocks(view, y, width)
+    if len(blocks) >= THREADS:
+        parallel(partial(_block_job, w2, bias, relu, *b) for b in blocks)
+        return
+    step = -(-m // THREADS)
+    for gather, target, scatter in blocks:
+        cols = gather()
+        parallel(partial(_block_job, w2, bias, relu, lambda c=cols: c, target, scatter, slice(m0, m0 + step))
+                 for m0 in range(0, m, step))
+
+
+def _block_job(w2, bias, relu, gather, target, scatter, rows=slice(None)):
+    """GEMM of one block (or of some of its output channels), straight into y where y allows."""
+    dst = target(rows)
+    out = np.matmul(w2[rows], gather(), out=dst)
+    _finish(out, None if bias is None else bias[rows], relu)
+    if dst is None:
+        scatter(rows, out)
+
+
+def _blocks(view, y, width):
+    """(gather, target, scatter) for each block of at most `width` output columns.
+
+    gather() copies the block's im2col columns (K, cols). target(rows) is the part of y the GEMM
+    writes for those output channels, or None for a block of several samples: its GEMM gives
+    (M, samples, L), which scatter(rows, out) puts into y's (samples, M, L).
+    """
+    n = view.shape[0]
     nd = (view.ndim - 2) // 2
+    k = int(np.prod(view.shape[1:2 + nd]))
     out_sp = view.shape[2 + nd:]
     length = y.shape[2]
-    block = max(1, min(BLOCK_COLS, IM2COL_BYTES // (k * y.itemsize)))
-    if length >= block or n == 1:
+    blocks = []
+    if length >= width or n == 1:
         row = length // out_sp[0]                    # columns per index of the first out axis
-        rows = max(1, block // row)
-        buf = np.empty(k * min(out_sp[0], rows) * row, y.dtype)
+        rows = max(1, width // row)
         for s in range(n):
             for r0 in range(0, out_sp[0], rows):
                 r1 = min(out_sp[0], r0 + rows)
                 part = view[s][(slice(None),) * (1 + nd) + (slice(r0, r1),)]
-                cols = buf[:k * (r1 - r0) * row].reshape(part.shape)
-                cols[...] = part
-                _finish(np.matmul(w2, cols.reshape(k, -1), out=y[s, :, r0 * row:r1 * row]),
-                        bias, relu)
-        return
-    per = min(n, block // length)
-    buf = np.empty(k * per * length, y.dtype)
+                dst = y[s, :, r0 * row:r1 * row]
+                blocks.append((partial(_gather, part, k), dst.__getitem__, None))
+        return blocks
+    per = min(n, width // length)
     for s0 in range(0, n, per):
-        s1 = min(n, s0 + per)
-        part = np.moveaxis(view[s0:s1], 0, 1 + nd)      # (C, *kernel, samples, *out)
-        cols = buf[:k * (s1 - s0) * length].reshape(part.shape)
-        cols[...] = part
-        out = _finish(np.matmul(w2, cols.reshape(k, -1)), bias, relu)
-        y[s0:s1] = out.reshape(-1, s1 - s0, length).transpose(1, 0, 2)
+        dst = y[s0:s0 + per]
+        part = np.moveaxis(view[s0:s0 + per], 0, 1 + nd)      # (C, *kernel, samples, *out)
+        blocks.append((partial(_gather, part, k), lambda rows: None, partial(_scatter, dst)))
+    return blocks
+
+
+def _gather(part, k):
+    cols = np.empty(part.shape, part.dtype)
+    cols[...] = part
+    return cols.reshape(k, -1)
+
+
+def _scatter(dst, rows, out):
+    dst[:, rows] = out.reshape(out.shape[0], dst.shape[0], -1).transpose(1, 0, 2)
 
 
 def _finish(y, bias, relu):

@@ -1,10 +1,13 @@
 """Pooling: MaxPool, AveragePool, global pools (strided views, no per-pixel Python loops)."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from . import op
 from .conv import conv_pads, out_size, pad_spatial, windows
+from .parallel import parallel
 
 
 def pool_geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
@@ -36,21 +39,26 @@ def max_pool(x, kernel, strides, dilations, begin, end, out_sp, pad_value):
     planes = x.reshape((1, -1) + x.shape[2:])
     y = np.empty(planes.shape[:2] + tuple(out_sp), x.dtype)
     step = max(1, POOL_BLOCK_BYTES // max(1, planes[0, 0].nbytes))
-    for p0 in range(0, planes.shape[1], step):
-        block = pad_spatial(planes[:, p0:p0 + step], begin, end, pad_value)
-        for i, (k, s, d, n_out) in enumerate(zip(kernel, strides, dilations, out_sp)):
-            shape = list(block.shape)
-            shape[2 + i] = n_out
-            out = y[:, p0:p0 + step] if i == len(kernel) - 1 else np.empty(shape, x.dtype)
-            index = [slice(None)] * block.ndim
-            for j in range(k):
-                index[2 + i] = slice(j * d, j * d + (n_out - 1) * s + 1, s)
-                if j == 0:
-                    out[...] = block[tuple(index)]
-                else:
-                    np.maximum(out, block[tuple(index)], out=out)
-            block = out
+    parallel(partial(_max_pool_block, planes[:, p:p + step], y[:, p:p + step], kernel, strides,
+                     dilations, begin, end, pad_value) for p in range(0, planes.shape[1], step))
     return y.reshape(x.shape[:2] + tuple(out_sp))
+
+
+def _max_pool_block(x, y, kernel, strides, dilations, begin, end, pad_value):
+    """Max-pool the planes x (1, P, *in) into y (1, P, *out), one spatial axis at a time."""
+    block = pad_spatial(x, begin, end, pad_value)
+    for i, (k, s, d, n_out) in enumerate(zip(kernel, strides, dilations, y.shape[2:])):
+        shape = list(block.shape)
+        shape[2 + i] = n_out
+        out = y if i == len(kernel) - 1 else np.empty(shape, x.dtype)
+        index = [slice(None)] * block.ndim
+        for j in range(k):
+            index[2 + i] = slice(j * d, j * d + (n_out - 1) * s + 1, s)
+            if j == 0:
+                out[...] = block[tuple(index)]
+            else:
+                np.maximum(out, block[tuple(index)], out=out)
+        block = out
 
 
 def lowest(dtype) -> float | int:
