@@ -281,7 +281,7 @@ class ModelDiff:
         parts.append("gained " + (", ".join(d.label for d in self.gained) or "none"))
         if self.matched:
             drift = ", ".join(f"{m.ref.name} {m.ref.score:.3f}->{m.other.score:.3f} "
-                              f"({m.drift:+.3f})" for m in self.matched)
+                              f"({m.drift:+.3f}, box IoU {m.iou:.2f})" for m in self.matched)
             parts.append(f"score drift {drift}")
         return "; ".join(parts)
 

@@ -126,14 +126,26 @@ class Session:
 
     # ---- detection (core/detect.py) ---------------------------------------------------------------
     def detector(self, model: str | os.PathLike = "f32"):
-        """A `core.detect.Detector`: "f32" = the loaded model, or a model file (.onnx/.cfg/.mlir)."""
-        from .detect import graph_detector, open_detector
-        if isinstance(model, str) and model.lower() == "f32":
+        """A `core.detect.Detector`: "f32" = the loaded model, "int8" = its all-INT8 plan,
+        "mixed" = the plan with the current qtable, or a model file (.onnx/.cfg/.mlir)."""
+        from .detect import graph_detector, graph_heads, open_detector
+        kind = model.lower() if isinstance(model, str) else None
+        if kind == "f32":
             return graph_detector(self.model, name="F32", preprocess=self.preprocess_config)
-        if isinstance(model, str) and model.lower() in ("int8", "mixed"):
-            raise StateError(f"detect with model '{model}' needs the quantized simulator, which "
-                             "this session does not have yet")
-        return open_detector(model)
+        if kind not in ("int8", "mixed"):
+            return open_detector(model)
+        from .simulate import simulate
+        from .tables import QTable
+        from .yolo import YoloSpec
+        if kind == "mixed" and not len(self.qtable):
+            raise StateError("detect with model 'mixed' needs a qtable: load one or run a search "
+                             "first (without one, mixed is the INT8 model)")
+        plan = self.plan("INT8") if kind == "mixed" else \
+            self.lowerer().plan("INT8", QTable(), self.settings.fp_type)
+        heads = graph_heads(self.model, YoloSpec.for_graph(self.model))
+        return graph_detector(self.model, name="INT8" if kind == "int8" else "mixed",
+                              preprocess=self.preprocess_config,
+                              forward=lambda x: simulate(plan, self.feeds(x), heads))
 
     def detect(self, image: str | os.PathLike, *, model: str | os.PathLike = "f32",
                score_thres: float | None = None, iou_thres: float | None = None,
@@ -147,12 +159,14 @@ class Session:
                              names=names)[0]
 
     def compare_detections(self, image: str | os.PathLike,
-                           models: Sequence[str | os.PathLike] = ("f32", "int8", "mixed"), *,
+                           models: Sequence[str | os.PathLike] | None = None, *,
                            score_thres: float | None = None, iou_thres: float | None = None,
                            names: Sequence[str] | None = None):
         """Side by side: each model's detections on `image` against the first model's
-        (`.figure()` draws them); e.g. F32 vs INT8 vs mixed."""
+        (`.figure()` draws them). Default: f32, int8, and mixed when a qtable is set."""
         from .detect import compare_detections
+        if models is None:
+            models = ["f32", "int8"] + (["mixed"] if len(self.qtable) else [])
         found = {}
         for m in models:
             result = self.detect(image, model=m, score_thres=score_thres, iou_thres=iou_thres,

@@ -117,7 +117,7 @@ def test_comparison_text_and_figure(photo):
     cmp = compare_detections(photo, {"F32": f32, "INT8": int8, "mixed": mixed})
     text = str(cmp)
     assert "INT8: 1 object(s); lost orange:80.0%; gained none; score drift person 0.900->0.820 " \
-           "(-0.080)" in text
+           "(-0.080, box IoU 0.94)" in text
     assert "mixed: 3 object(s); lost none; gained orange:60.0%" in text
     fig = cmp.figure()
     axes = fig.get_axes()
@@ -177,24 +177,38 @@ def test_mlir_keeps_preprocessing_and_darknet_anchors(tmp_path, photo):
 
 
 @pytest.mark.zoo
-def test_side_by_side_with_the_reference_int8_and_mixed_heads(zoo, golden):
-    """The reference toolchain's own INT8 and mixed head outputs on the tutorial image, decoded
-    and compared with our F32 detections: the same two objects, with small score drift."""
+def test_int8_and_mixed_side_by_side(zoo, golden):
+    """Issue 7 acceptance 2 with the reference's calibration table and qtable: our INT8 and mixed
+    detections are those decoded from the reference's own INT8 and mixed heads (golden dumps),
+    and the side by side shows the same two objects with small score drift."""
+    from tpushell.core import Session
     from tpushell.core.preprocess import image_size, letterbox_geometry
+    from tpushell.core.tables import read_calibration_table
+    s = Session()
+    s.load(zoo / "yolov3-tiny" / "tiny-yolov3-11.onnx", input_shapes=[[1, 3, 416, 416]],
+           output_names=["transpose_output1", "transpose_output"], scale=[0.0039216] * 3,
+           pixel_format="rgb", keep_aspect_ratio=True, pad_value=128)
+    s.calibration = read_calibration_table(golden / "tpumlir_cali_table")
     image = zoo / "COCO2017" / "000000366711.jpg"
-    d = open_detector(zoo / "yolov3-tiny" / "tiny-yolov3-11.onnx")
+    with pytest.raises(Exception, match="'mixed' needs a qtable"):
+        s.detect(image, model="mixed")
+    s.load_qtable(golden / "tpumlir_qtable")
+    cmp = s.compare_detections(image)
+    assert list(cmp.results) == ["F32", "INT8", "mixed"]
     hw = image_size(image)
-    found = {"F32": detect_images(d, [image])[0].detections}
+    geometry = [letterbox_geometry(hw, s.preprocess_config)]
     for label, kind in (("INT8", "int8"), ("mixed", "mix")):
         with np.load(golden / f"000000366711_{kind}_bm1684x.npz") as npz:
             heads = {t: npz[t] for t in ("transpose_output1_Transpose", "transpose_output_Transpose")}
-        found[label] = postprocess(heads, d.spec, d.net_hw, [letterbox_geometry(hw, d.preprocess)],
-                                   [hw])[0]
-    cmp = compare_detections(image, found)
-    for label in ("INT8", "mixed"):
+        reference = postprocess(heads, s.detector().spec, (416, 416), geometry, [hw])[0]
+        ours = cmp.results[label]
+        assert [d.name for d in ours] == [d.name for d in reference] == ["orange", "person"]
+        for a, b in zip(ours, reference):
+            assert a.score == pytest.approx(b.score, abs=1e-3)
+            assert a.box == pytest.approx(b.box, abs=0.5)
         diff = cmp.diffs[label]
         assert not diff.lost and not diff.gained
-        assert [m.ref.name for m in diff.matched] == ["orange", "person"]
-        assert all(abs(m.drift) < 0.05 for m in diff.matched)
-    assert cmp.diffs["INT8"].matched[1].other.score == pytest.approx(0.649, abs=0.001)
-    assert cmp.diffs["mixed"].matched[0].other.score == pytest.approx(0.794, abs=0.001)
+        assert all(abs(m.drift) < 0.05 and m.iou > 0.8 for m in diff.matched)
+    assert cmp.results["INT8"][1].score == pytest.approx(0.649, abs=0.001)
+    assert cmp.results["mixed"][0].score == pytest.approx(0.794, abs=0.001)
+    assert len(cmp.figure().get_axes()) == 3
