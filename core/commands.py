@@ -399,3 +399,45 @@ def _saved(result: Result, path: str | None) -> Result:
     if path:
         result.figure_path = save_figure(result.figure, path)
     return result
+
+
+# ---- quantization tables -------------------------------------------------------------------------
+def _qtable_args(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True,
+                               help="show, load or save the qtable (per-layer precisions)")
+    actions.add_parser("show", help="the layers the qtable keeps out of INT8",
+                       description="The layers the qtable keeps out of INT8.")
+    load_p = actions.add_parser("load", help="read a qtable file (the reference's format)",
+                                description="Read a qtable file (the reference's format).")
+    _arg(load_p, "path", complete="path", help="qtable file: '<op_name> <MODE>' lines")
+    save_p = actions.add_parser("save", help="write the qtable (the reference's format)",
+                                description="Write the qtable (the reference's format).")
+    _arg(save_p, "path", complete="path", help="file to write")
+
+
+def _qtable_summary(q) -> str:
+    modes: dict[str, int] = {}
+    for m in q.modes.values():
+        modes[m] = modes.get(m, 0) + 1
+    return ", ".join(f"{m} {n}" for m, n in sorted(modes.items())) or "empty: every layer INT8"
+
+
+@command("qtable", _qtable_args, category="quantization",
+         records=lambda args: args.action == "load")
+def qtable(session: Session, args: argparse.Namespace) -> Result:
+    """Show, load or save the qtable: the layers kept out of INT8 and their precision."""
+    if args.action == "load":
+        q = session.load_qtable(args.path)
+        return Message(f"loaded {args.path}: {len(q)} layer(s) ({_qtable_summary(q)})", data=q)
+    q = session.qtable
+    if args.action == "save":
+        from .tables import write_qtable
+        floats = [m for m in q.modes.values() if m != "INT8"]
+        mix_mode = max(set(floats), key=floats.count) if floats else "F16"
+        write_qtable(args.path, q, chip=session.settings.chip, mix_mode=mix_mode)
+        return Message(f"saved {len(q)} layer(s) to {args.path}", data=q)
+    model = session.model
+    rows = [[model.position(n) if model.has_node(n) else None, n,
+             model.node(n).op_type if model.has_node(n) else None, m] for n, m in q.items()]
+    return Table(f"qtable: {len(q)} layer(s) ({_qtable_summary(q)})", ["#", "layer", "type", "mode"],
+                 rows, data=q)

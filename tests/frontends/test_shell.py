@@ -135,3 +135,10 @@ def test_console_script_runs_as_a_program(workdir):
     bad = subprocess.run([sys.executable, "-m", "tpushell", "--script", "missing.tps"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "script not found: missing.tps" in bad.stderr
+
+
+def test_subcommands_complete_and_need_an_action(shell, workdir):
+    assert set(complete(shell, "qtable ")) == {"show", "load", "save"}
+    assert complete(shell, "qtable load tiny_i") == ("tiny_input.npz",)
+    out = run_shell(shell, "qtable")
+    assert len(out) == 1 and out[0].startswith("error: qtable: the following arguments are required")
