@@ -136,7 +136,8 @@ def onnx_to_graph(model: onnx.ModelProto, name: str = "model",
             rename[t] = new
             outs.append(new)
         attrs = {a.name: _attr_value(a) for a in n.attribute}
-        if n.op_type == "Split":
+        if n.op_type == "Split" or len(n.output) > 1:
+            # Split needs its output count; other ops compute optional outputs only if asked.
             attrs["_num_outputs"] = len(n.output)
         nodes.append(Node(outs[0], n.op_type, list(n.input), outs, attrs))
     for node in nodes:

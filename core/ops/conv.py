@@ -258,7 +258,10 @@ def ConvTranspose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
 
 @op("BatchNormalization")
 def BatchNormalization(x, scale, bias, mean, var, *, epsilon=1e-5, momentum=0.9,
-                       training_mode=0, spatial=1):
+                       training_mode=0, spatial=1, _num_outputs=1):
+    if training_mode or _num_outputs > 1:
+        raise TypeError("BatchNormalization in training mode (batch statistics, running-mean "
+                        "outputs) is not supported (inference only)")
     f = bn_factor(scale, var, epsilon)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return (x * f.reshape(shape) + (bias - mean * f).reshape(shape)).astype(x.dtype, copy=False)

@@ -282,5 +282,8 @@ def Identity(x):
 
 
 @op("Dropout")
-def Dropout(x, ratio=None, training_mode=None, *, seed=0):
-    return x
+def Dropout(x, ratio=None, training_mode=None, *, seed=0, _num_outputs=1):
+    """Inference: the identity, and an all-true mask when the mask output is read."""
+    if training_mode is not None and bool(np.asarray(training_mode)):
+        raise TypeError("Dropout with training_mode=True is not supported (inference only)")
+    return x if _num_outputs < 2 else (x, np.ones(x.shape, dtype=bool))

@@ -61,8 +61,8 @@ def LogSoftmax(x, *, axis=-1):
 
 
 @op("LayerNormalization", since=17)
-def LayerNormalization(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1):
-    """Y, and the Mean and InvStdDev outputs (kept dims) that training graphs sometimes read."""
+def LayerNormalization(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1, _num_outputs=1):
+    """Y, and when read the Mean and InvStdDev outputs (dims kept) of exported training graphs."""
     axis %= x.ndim
     axes = tuple(range(axis, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
@@ -70,7 +70,8 @@ def LayerNormalization(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type
     y = (x - mean) * inv_std * scale
     if bias is not None:
         y = y + bias
-    return y.astype(x.dtype, copy=False), mean, inv_std.astype(mean.dtype, copy=False)
+    y = y.astype(x.dtype, copy=False)
+    return y if _num_outputs < 2 else (y, mean, inv_std.astype(mean.dtype, copy=False))
 
 
 @op("InstanceNormalization")

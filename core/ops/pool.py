@@ -67,10 +67,29 @@ def lowest(dtype) -> float | int:
 
 @op("MaxPool")
 def MaxPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None,
-            storage_order=0, strides=None):
+            storage_order=0, strides=None, _num_outputs=1):
     kernel, strides, dil, begin, end, out_sp = pool_geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    return max_pool(x, kernel, strides, dil, begin, end, out_sp, lowest(x.dtype))
+    y = max_pool(x, kernel, strides, dil, begin, end, out_sp, lowest(x.dtype))
+    if _num_outputs < 2:
+        return y
+    return y, max_pool_indices(x, kernel, strides, dil, begin, end, out_sp, storage_order)
+
+
+def max_pool_indices(x, kernel, strides, dilations, begin, end, out_sp, storage_order=0):
+    """MaxPool's Indices output: where each maximum was, as a flat index into x (padding not
+    counted; storage_order 1 numbers each plane column-major); the first maximum wins a tie."""
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    view = windows(pad_spatial(x, begin, end, lowest(x.dtype)), kernel, strides, dilations, out_sp)
+    best = view.reshape((n, c, -1) + tuple(out_sp)).argmax(axis=2)
+    coords = []
+    for i, offset in enumerate(np.unravel_index(best, kernel)):
+        start = np.arange(out_sp[i]).reshape((-1,) + (1,) * (len(out_sp) - 1 - i)) * strides[i] - begin[i]
+        coords.append(start + offset * dilations[i])
+    within = np.ravel_multi_index(coords, spatial, order="F" if storage_order else "C")
+    planes = np.arange(n * c, dtype=np.int64).reshape((n, c) + (1,) * len(out_sp))
+    return planes * int(np.prod(spatial)) + within
 
 
 @op("AveragePool")

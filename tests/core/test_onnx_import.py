@@ -311,3 +311,25 @@ def test_yolo_import_folds_to_the_tutorial_ops(yolo_graph):
                                     "Transpose": 2}
     assert yolo_graph.outputs == ["transpose_output1_Transpose", "transpose_output_Transpose"]
     assert yolo_graph.node("conv5_Conv").inputs[1:] == ["conv5_Conv_filter", "conv5_Conv_bias"]
+
+
+def test_training_mode_batchnorm_is_refused_at_import_naming_the_op():
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "beta", "m", "v"], ["y"], training_mode=1)]
+    inits = [weight("s", 3), weight("beta", 3), weight("m", 3), weight("v", 3, low=0.5, high=1.0)]
+    model = graph_model(nodes, [("x", [2, 3, 4, 4])], [("y", [2, 3, 4, 4])], inits, opset=15)
+    with pytest.raises(ModelError) as err:
+        import_onnx(model)
+    msg = one_line(err)
+    assert "y_BatchNormalization" in msg and "training" in msg
+
+
+def test_optional_outputs_are_computed_when_read():
+    """MaxPool's Indices and Dropout's mask exist only when the model reads them."""
+    nodes = [helper.make_node("MaxPool", ["x"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Dropout", ["p"], ["d", "mask"])]
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_empty_tensor_value_info(n) for n in ("d", "idx", "mask")])
+    model = make_model(g, 13)
+    graph = import_onnx(model)
+    assert graph.node("p_MaxPool").attrs["_num_outputs"] == 2
+    assert_like_ort(model, feeds_for(model))

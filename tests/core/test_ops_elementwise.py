@@ -106,6 +106,9 @@ CAST = [
     case("float16-to-float", "Cast", [In((4, 6), "float16")], {"to": 1}),
     case("opset11", "Cast", [X], {"to": 6}, opset=11),
     case("identity", "Identity", [X]),
+    case("dropout-mask", "Dropout", [X], n_outputs=2, opset=13),
+    case("dropout-ratio-mask", "Dropout", [X, Const(np.float32(0.3)), Const(np.array(False))], n_outputs=2,
+         opset=13),
     case("identity-int", "Identity", [In((3,), "int64", 0, 9)]),
 ]
 

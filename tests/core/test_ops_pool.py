@@ -1,9 +1,10 @@
 """MaxPool, AveragePool and the global pools against onnxruntime, one line per attribute variant."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from opcheck import In, case, check_op
+from opcheck import Given, In, case, check_op
 
 MAXPOOL = [
     case("basic", "MaxPool", [In((1, 3, 8, 8))], {"kernel_shape": [2, 2], "strides": [2, 2]}),
@@ -26,6 +27,16 @@ MAXPOOL = [
     case("3d", "MaxPool", [In((1, 2, 5, 6, 7))], {"kernel_shape": [2, 2, 3], "strides": [2, 2, 2]}),
     case("many-plane-blocks", "MaxPool", [In((2, 8, 300, 300))], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     case("plane-above-block", "MaxPool", [In((1, 2, 600, 600))], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    case("indices", "MaxPool", [In((2, 3, 8, 8))], {"kernel_shape": [2, 2], "strides": [2, 2]}, n_outputs=2),
+    case("indices-pads-ceil", "MaxPool", [In((1, 2, 7, 9))],
+         {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}, n_outputs=2),
+    case("indices-column-major", "MaxPool", [In((2, 2, 6, 7))],
+         {"kernel_shape": [2, 3], "strides": [1, 2], "storage_order": 1}, n_outputs=2),
+    case("indices-dilations", "MaxPool", [In((1, 2, 9, 9))], {"kernel_shape": [2, 2], "dilations": [2, 2]},
+         n_outputs=2),
+    case("indices-ties", "MaxPool", [Given(np.random.default_rng(0).integers(0, 2, (1, 2, 6, 6)).astype(np.float32))],
+         {"kernel_shape": [2, 2], "strides": [2, 2]}, n_outputs=2),
+    case("indices-1d", "MaxPool", [In((2, 3, 11))], {"kernel_shape": [3], "strides": [2]}, n_outputs=2),
     case("opset11", "MaxPool", [In((1, 3, 6, 6))], {"kernel_shape": [2, 2], "strides": [2, 2]}, opset=11),
 ]
 
