@@ -122,7 +122,7 @@ def profile(graph, x1: np.ndarray, batch: int, runs: int) -> None:
     total = sum(medians.values())
     print(f"\nper-op profile, batch {batch} (median of {runs}; sum {total:.1f} ms)")
     for node in graph.nodes:
-        shape = "x".join(str(d) for d in graph.shapes.get(node.outputs[0], ()))
+        shape = "x".join(str(d) for d in (batch,) + tuple(graph.shapes.get(node.outputs[0], (0,))[1:]))
         print(f"  {node.name:32} {node.op_type:10} {shape:>14} {medians[node.name]:8.2f} ms"
               f" {100 * medians[node.name] / total:5.1f}%")
 
