@@ -34,11 +34,13 @@ def build_kernel(kind: str, op_type: str, in_types: Sequence[QType], out_types: 
 
 def with_slots(fn: Callable[..., Any], slots: Sequence[np.ndarray | None],
                attrs: dict[str, Any]) -> Kernel:
-    """`fn` called ONNX-style: the weights in `slots`, activations filling the empty slots in order."""
+    """`fn` called ONNX-style: the weights in `slots`, activations in the None slots in order,
+    None for absent optional inputs ("" slots)."""
     acts = [i for i, w in enumerate(slots) if w is None]
+    base = [None if isinstance(w, str) else w for w in slots]
 
     def call(*xs: np.ndarray) -> Any:
-        ins = list(slots)
+        ins = list(base)
         for i, x in zip(acts, xs):
             ins[i] = x
         return fn(*ins, **attrs)

@@ -59,7 +59,7 @@ class Step:
     out_types: tuple[QType, ...]
     kind: str                          # kernel kind (core/kernels.py)
     attrs: dict[str, Any] = field(default_factory=dict, repr=False)
-    slots: tuple = field(default=(None,), repr=False)   # per ONNX input: weight, or None
+    slots: tuple = field(default=(None,), repr=False)   # per ONNX input: weight, None, or ""
     params: dict[str, Any] = field(default_factory=dict, repr=False)
     opset: int = DEFAULT_OPSET
     op: str = ""                       # the graph op this step is (or, for a cast, serves)
@@ -310,22 +310,27 @@ class _PlanBuilder:
     def _op_step(self, node: Node, mode: str, inputs, in_types, out_types, int8, note,
                  key) -> Step:
         outs = tuple(t for t in node.outputs if t)
-        common = dict(attrs=node.attrs, slots=self._slots(node, mode), opset=self.lw.opset,
-                      op=node.name, note=note, key=key)
+        common = dict(attrs=node.attrs, opset=self.lw.opset, op=node.name, note=note, key=key)
         if int8 is not None:
+            # Integer kernels take their weights from `params`: no float weights are kept.
+            slots = self._slots(node, mode) if int8.kind == "same_scale" else ()
             return Step(node.name, node.op_type, "INT8", inputs, outs, in_types, out_types,
-                        int8.kind, params=int8.params, **common)
+                        int8.kind, slots=slots, params=int8.params, **common)
         return Step(node.name, node.op_type, mode, inputs, outs, in_types, out_types, "float",
-                    **common)
+                    slots=self._slots(node, mode), **common)
 
     def _slots(self, node: Node, mode: str) -> tuple:
-        """The op's weights per input slot (None for activations), rounded to a float `mode`:
+        """The op's weights per input slot (None for an activation, "" for an absent optional
+        input), rounded to a float `mode`:
         data weights are rounded, biases stay float32, parameters (shapes, scales) untouched."""
         round_fn = ROUND[mode.lower()] if mode in ("F16", "BF16") else None
-        slots = []
+        slots: list = []
         for i, t in enumerate(node.inputs):
-            w = self.g.weights.get(t) if t else None
-            if t and w is None:
+            if not t:
+                slots.append("")    # an absent optional input
+                continue
+            w = self.g.weights.get(t)
+            if w is None:
                 slots.append(None)
                 continue
             if w is not None and round_fn is not None and w.dtype == np.float32 and \
