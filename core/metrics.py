@@ -148,17 +148,20 @@ class CompareReport:
 
     def format(self, verbose: int = 0, target: str | None = None,
                reference: str | None = None) -> str:
-        """The reference's summary (F.3); `verbose` adds one block per tensor (failed ones are
-        always listed); file names, when given, are printed as Target / Reference."""
+        """The reference's output (F.3): one block per tensor with `verbose` (failed ones are
+        always listed), then the summary."""
         lines = [r.format(verbose) for r in self.results if verbose or not r.passed]
+        return "\n".join(lines + [self.summary(target, reference)])
+
+    def summary(self, target: str | None = None, reference: str | None = None) -> str:
+        """Counts, the lowest similarities, the file names (when given) and the verdict."""
         n = len(self.results)
         passed = self.count(EQUAL, CLOSE, SIMILAR)
-        lines.append(f"{n} compared")
-        lines.append(f"{passed} passed")
-        lines.append(f"  {self.count(EQUAL)} equal, {self.count(CLOSE)} close, "
-                     f"{self.count(SIMILAR)} similar")
-        lines.append(f"{n - passed} failed")
-        lines.append(f"  {self.count(NOT_EQUAL)} not equal, {self.count(NOT_SIMILAR)} not similar")
+        lines = [f"{n} compared", f"{passed} passed",
+                 f"  {self.count(EQUAL)} equal, {self.count(CLOSE)} close, "
+                 f"{self.count(SIMILAR)} similar",
+                 f"{n - passed} failed",
+                 f"  {self.count(NOT_EQUAL)} not equal, {self.count(NOT_SIMILAR)} not similar"]
         sims = [r for r in self.results if r.state in (SIMILAR, NOT_SIMILAR)]
         if sims:
             lines.append(f"min_similarity = ({min(r.cosine for r in sims)}, "
