@@ -208,3 +208,10 @@ class Session:
         """Run a batch through the current plan: float32 values (integer codes with `codes`)."""
         from .simulate import simulate
         return simulate(self.plan(mode), self.feeds(x), outputs, keep_all=keep_all, codes=codes)
+
+    def deploy(self, path: str | os.PathLike, quantize: str = "INT8", **options: Any):
+        """Write the current plan (`quantize` for the whole model, the qtable per op) as a model
+        file: tpushell's simulator container (.bmodel/.cvimodel/.tpsm) or a QDQ .onnx. Options
+        as core.deploy.deploy: test_input, test_reference, tolerance, compare_all, excepts."""
+        from .deploy import deploy
+        return deploy(self.plan(quantize), path, progress=self.progress, **options)
