@@ -95,27 +95,30 @@ def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.
     return y.reshape((n, m) + tuple(out_sp))
 
 
-# Output columns per block: the im2col block (K x BLOCK_COLS) stays in cache between being
-# written and being read by the GEMM, which is still large enough to run BLAS at full speed.
-# Deep layers (large K) take fewer columns, so that one block never exceeds IM2COL_BYTES.
+# Output columns per block: the im2col block (K x cols) stays in cache between being written and
+# being read by the GEMM, which is still large enough to run BLAS at full speed. Deep layers
+# (large K) take fewer columns, so that one block never exceeds IM2COL_BYTES. With enough
+# columns there are >= 4 blocks per thread (threads taking the next block stay balanced);
+# with fewer, the threads share out the output channels of each block instead.
 BLOCK_COLS = 4096
+MIN_COLS = 512
 IM2COL_BYTES = 16 << 20
 
 
 def _gemm_blocks(view, w2, bias, y, relu):
-    """y[s] = w2 @ im2col(view[s]) (+ bias, relu), block by block, blocks in parallel.
+    """y[s] = w2 @ im2col(view[s]) (+ bias, relu), block by block, on every thread.
 
-    view is (N, C, *kernel, *out) and y is (N, M, L). With fewer blocks than threads (deep layers
-    at batch 1) each block is gathered once and the threads share out its output channels.
+    view is (N, C, *kernel, *out) and y is (N, M, L).
     """
     m, k = w2.shape
-    width = max(1, min(BLOCK_COLS, IM2COL_BYTES // (k * y.itemsize)))
-    blocks = _blocks(view, y, width)
-    if len(blocks) >= THREADS:
-        parallel(partial(_block_job, w2, bias, relu, *b) for b in blocks)
+    widest = max(1, min(BLOCK_COLS, IM2COL_BYTES // (k * y.itemsize)))
+    total = y.shape[0] * y.shape[2]
+    if total >= 2 * THREADS * MIN_COLS and THREADS > 1:
+        width = min(widest, max(MIN_COLS, total // (4 * THREADS)))
+        parallel(partial(_block_job, w2, bias, relu, *b) for b in _blocks(view, y, width))
         return
     step = -(-m // THREADS)
-    for gather, target, scatter in blocks:
+    for gather, target, scatter in _blocks(view, y, widest):
         cols = gather()
         parallel(partial(_block_job, w2, bias, relu, lambda c=cols: c, target, scatter, slice(m0, m0 + step))
                  for m0 in range(0, m, step))

@@ -37,7 +37,10 @@ def LeakyRelu(x, *, alpha=0.01):
     # max(x, a*x) is the same function for 0 <= a <= 1 and 10x faster than where().
     y = np.empty_like(x)
     xf, yf = x.reshape(-1), y.reshape(-1)
-    parallel(partial(_leaky_block, xf[s:s + BLOCK], yf[s:s + BLOCK], a) for s in range(0, xf.size, BLOCK))
+    if xf.size < 8 * BLOCK:       # fits in cache, and is quicker done than handed to a thread
+        _leaky_block(xf, yf, a)
+    else:
+        parallel(partial(_leaky_block, xf[s:s + BLOCK], yf[s:s + BLOCK], a) for s in range(0, xf.size, BLOCK))
     return y
 
 

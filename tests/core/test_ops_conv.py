@@ -44,6 +44,7 @@ CONV = [
     case("pointwise-row-blocks", "Conv", [In((2, 4, 80, 70)), w(5, 4, 1, 1), w(5)]),
     case("1d-long", "Conv", [In((2, 2, 9000)), w(3, 2, 5), w(3)], {"pads": [2, 2]}),
     case("3d-row-blocks", "Conv", [In((1, 2, 6, 40, 40)), w(3, 2, 3, 3, 3)], {"pads": [1, 1, 1, 1, 1, 1]}),
+    case("batched-small-maps", "Conv", [In((12, 8, 10, 20)), w(6, 8, 3, 3), w(6)], {"pads": [1, 1, 1, 1]}),
     case("groups-batch3", "Conv", [In((3, 6, 9, 9)), w(4, 3, 3, 3), w(4)], {"group": 2}),
     case("weight-as-input", "Conv", [In((1, 3, 6, 6)), In((2, 3, 3, 3))], {"pads": [1, 1, 1, 1]}),
     case("opset11", "Conv", [In((1, 3, 6, 6)), w(2, 3, 3, 3)], opset=11),
@@ -83,7 +84,7 @@ def test_op_matches_onnxruntime(op_type, inputs, attrs, kw):
 
 
 @pytest.mark.parametrize("shape,group,pads", [((3, 4, 9, 9), 1, [1, 1, 1, 1]), ((2, 4, 70, 70), 2, [0, 1, 2, 1]),
-                                              ((12, 8, 5, 5), 1, [0, 0, 0, 0])])
+                                              ((12, 8, 5, 5), 1, [0, 0, 0, 0]), ((12, 8, 10, 20), 1, [1, 1, 1, 1])])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv_nd_on_integer_codes_is_exact(shape, group, pads, dtype):
     """The INT8 simulator runs conv_nd on int8 codes in float: sums must come out exact."""
