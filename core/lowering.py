@@ -28,7 +28,7 @@ from .int8_rules import Int8Op, MissingRange, NoInt8Rule, RuleContext, lower_int
 from .ir import Graph, Node
 from .kernels import build_kernel
 from .ops import DEFAULT_OPSET, as_tuple
-from .qtype import F32, RAW, ROUND, QType, float_qtype, int_qtype, requant_params
+from .qtype import F32, RAW, ROUND, QType, cast, float_qtype, int_qtype, requant_params
 from .ranges import Range, tensor_ranges
 from .tables import CalibrationTable, QTable
 
@@ -123,6 +123,12 @@ class QuantPlan:
     def dequantize(self, tensor: str, value: np.ndarray) -> np.ndarray:
         """A value of `tensor` in the plan's representation -> float32."""
         return self.types[tensor].dequantize(value)
+
+    def encode(self, tensor: str, value: np.ndarray) -> np.ndarray:
+        """A float32 value -> the representation of `tensor` (as a cast from F32 would make it),
+        e.g. to feed F32 reference values into one step and measure the error it adds alone."""
+        t = self.types[tensor]
+        return value if t == RAW or t == F32 else cast(np.asarray(value, np.float32), F32, t)
 
     def stale(self, old: "QuantPlan") -> set[str]:
         """Tensors of this plan whose values computed under `old` cannot be reused.

@@ -237,3 +237,16 @@ def test_session_plan_simulate_and_qtable(graph, lw, tmp_path):
     s.settings.set("chip", "bm1684")
     with pytest.raises(QuantizationError, match="good_qtable:1: chip bm1684 has no F16"):
         s.plan()
+
+
+def test_encode_is_the_cast_from_f32(lw):
+    plan = lw.plan("INT8", QTable({"l2_LeakyRelu": "F16"}))
+    x = samples(1, seed=3)
+    f32 = run(plan.graph, {"input_1": x}, keep_all=True)
+    codes = plan.encode("c1_Conv", f32["c1_Conv"])
+    assert codes.dtype == np.int8
+    assert np.abs(plan.dequantize("c1_Conv", codes) - f32["c1_Conv"]).max() <= \
+        plan.types["c1_Conv"].scale / 2 + 1e-6
+    half = plan.encode("l2_LeakyRelu", f32["l2_LeakyRelu"])
+    assert np.array_equal(half, half.astype(np.float16).astype(np.float32))
+    assert plan.encode("input_1", x) is x
