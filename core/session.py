@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .chips import CHIP_NAMES
 from .errors import OptionError, StateError
 from .interpreter import run as run_graph
 from .ir import Graph
@@ -24,7 +25,6 @@ from .preprocess import PreprocessConfig
 from .progress import ProgressFn
 from .tables import QTable
 
-CHIPS = ("bm1684x", "bm1684", "bm1688", "cv183x", "cv182x", "cv181x", "cv180x")
 FP_TYPES = ("auto", "F16", "BF16", "F32")
 COSINE_SCALES = ("true", "reference")
 
@@ -33,7 +33,7 @@ COSINE_SCALES = ("true", "reference")
 class Settings:
     """User-visible settings; the shell exposes each field with `set`, notebooks as attributes."""
 
-    chip: str = field(default="bm1684x", metadata={"help": "target chip", "choices": CHIPS})
+    chip: str = field(default="bm1684x", metadata={"help": "target chip", "choices": CHIP_NAMES})
     fp_type: str = field(default="auto", metadata={
         "help": "float type for layers kept out of INT8 (auto = the chip's)", "choices": FP_TYPES})
     samples: int = field(default=10, metadata={
