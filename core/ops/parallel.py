@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
@@ -58,10 +58,11 @@ def parallel(jobs: Iterable[Job]) -> None:
         _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="tpushell-op")
     queue = iter(jobs)
     lock = threading.Lock()
+    stop = threading.Event()
 
     def worker() -> None:
         _worker_state.busy = True
-        while True:
+        while not stop.is_set():
             with lock:
                 job = next(queue, None)
             if job is None:
@@ -70,8 +71,15 @@ def parallel(jobs: Iterable[Job]) -> None:
 
     with blas_single_threaded():
         futures = [_pool.submit(worker) for _ in range(min(THREADS, len(jobs)))]
-        for f in futures:
-            f.result()
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            # A failed job or Ctrl-C: the other threads take no new job; wait for the ones they
+            # are in before BLAS gets its threads back.
+            stop.set()
+            wait(futures)
+            raise
 
 
 @contextmanager

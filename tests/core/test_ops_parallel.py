@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -59,3 +60,19 @@ def test_thread_count_from_environment():
     env = dict(os.environ, TPUSHELL_THREADS="3")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "3"
+
+
+@pytest.mark.skipif(par.THREADS < 2, reason="one CPU: jobs run inline")
+def test_after_a_failed_job_no_new_job_starts():
+    started = []
+
+    def slow(i):
+        started.append(i)
+        time.sleep(0.005)
+
+    def boom():
+        raise RuntimeError("first job failed")
+
+    with pytest.raises(RuntimeError):
+        par.parallel([boom] + [lambda i=i: slow(i) for i in range(100)])
+    assert len(started) < 50
