@@ -24,7 +24,12 @@ SAME_SCALE = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice"
 
 
 class NoInt8Rule(Exception):
-    """The op has no INT8 lowering here; the message says why."""
+    """The op has no INT8 lowering here; the message says why. `mode` is the float mode the
+    reference uses instead, when it prescribes one (else the chip's float type)."""
+
+    def __init__(self, reason: str, mode: str | None = None) -> None:
+        super().__init__(reason)
+        self.mode = mode
 
 
 class MissingRange(Exception):
@@ -144,7 +149,7 @@ def _concat(node: Node, ctx: RuleContext) -> Int8Op:
 def _add(node: Node, ctx: RuleContext) -> Int8Op:
     """D.9: sum of RightShiftRound(x_i * m_i, r_i); constants quantized at the output scale."""
     if ctx.asymmetric:
-        raise NoInt8Rule("asymmetric Add runs in F32 (as the reference)")
+        raise NoInt8Rule("asymmetric Add runs in F32 (as the reference)", "F32")
     g = ctx.graph
     out = ctx.home(node.outputs[0])
     acts = g.activation_inputs(node)

@@ -55,7 +55,7 @@ def _cast(*, in_types, out_types, **_) -> Kernel:
 
 def _requant(*, in_types, out_types, params, **_) -> Kernel:
     fn = partial(k.mul_shift, multiplier=int(params["multiplier"]), shift=int(params["shift"]),
-                 out_signed=out_types[0].signed)
+                 out_signed=out_types[0].signed, zp_in=in_types[0].zp, zp_out=out_types[0].zp)
     return k.lut_kernel(fn, in_types[0].signed)
 
 

@@ -75,9 +75,12 @@ def relu_int8(x: np.ndarray, *, zp: int, out_signed: bool) -> np.ndarray:
     return to_codes(np.maximum(x.astype(np.int32), zp), out_signed)
 
 
-def mul_shift(x: np.ndarray, *, multiplier: int, shift: int, out_signed: bool) -> np.ndarray:
-    """The requant between two int8 scales (D.8 MulShift): sat(RightShiftRound(x * m, r))."""
-    return to_codes(right_shift_round(x.astype(np.int64) * multiplier, shift), out_signed)
+def mul_shift(x: np.ndarray, *, multiplier: int, shift: int, out_signed: bool, zp_in: int = 0,
+              zp_out: int = 0) -> np.ndarray:
+    """The requant between two int8 types (D.8): sat(RightShiftRound((x - zp_in) * m, r) + zp_out)
+    (MulShift when symmetric, RequantInt with zero points)."""
+    v = right_shift_round((x.astype(np.int64) - zp_in) * multiplier, shift)
+    return to_codes(v + zp_out, out_signed)
 
 
 def add_int8(xs: Sequence[np.ndarray], *, multipliers: Sequence[int], shifts: Sequence[int],

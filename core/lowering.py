@@ -249,7 +249,8 @@ class _PlanBuilder:
         if mode == "INT8":
             int8 = self.lw.int8(node)
             if isinstance(int8, NoInt8Rule):
-                mode, note, int8 = self.fp, f"{int8}: runs in {self.fp}", None
+                mode = self._fallback(int8.mode)
+                note, int8 = f"{int8}: runs in {mode}", None
             elif isinstance(int8, MissingRange):
                 self.missing.setdefault(int8.tensor, []).append(node.name)
                 mode, note, int8 = self.fp, "missing calibration", None
@@ -271,6 +272,10 @@ class _PlanBuilder:
             have = self.types[t]
             if have.kind not in ("f32", "raw"):
                 self._cast(t, have, F32, f"{t}_f32", t)
+
+    def _fallback(self, prescribed: str | None) -> str:
+        """The float mode for an op without INT8: the one prescribed if the chip has it."""
+        return prescribed if prescribed in self.lw.chip.modes else self.fp
 
     def raise_missing(self) -> None:
         if not self.missing:

@@ -59,12 +59,14 @@ class _Builder:
         return output
 
     # ---- representations ----------------------------------------------------------------------
-    def quantize(self, value: str, t: QType, out: str) -> None:
-        """QuantizeLinear to `t` as `out`_q, DequantizeLinear back as `out` (float32)."""
+    def quantize(self, value: str, t: QType, out: str, codes: bool = False) -> None:
+        """QuantizeLinear to `t` as `out`_q, DequantizeLinear back as `out` (float32). With
+        `codes`, `value` already holds rounded codes (minus the zero point): scale 1 on the way in."""
         zp_dtype = np.int8 if t.signed else np.uint8
         scale = self.init(out + "_scale", np.array(t.scale, np.float32))
         zp = self.init(out + "_zp", np.array(t.zp, zp_dtype))
-        self.node("QuantizeLinear", [value, scale, zp], out + "_q")
+        q_scale = self.init(out + "_one", np.array(1.0, np.float32)) if codes else scale
+        self.node("QuantizeLinear", [value, q_scale, zp], out + "_q")
         self.node("DequantizeLinear", [out + "_q", scale, zp], out)
 
     def round_float(self, value: str, kind: str, out: str) -> None:
@@ -102,9 +104,7 @@ class _Builder:
             self.round_float(self.node("Mul", [x, inv]), src.kind, scaled)
             rounded = self.node("Mul", [self.node("Sign", [scaled]), self.node("Floor", [
                 self.node("Add", [self.node("Abs", [scaled]), self.half()])])])   # half away
-            self.quantize(rounded, QType(dst.kind, 1.0, dst.zp), s.name + "_codes")
-            self.node("Mul", [s.name + "_codes", self.init(s.name + "_scale",
-                                                           np.array(dst.scale, np.float32))], s.name)
+            self.quantize(rounded, dst, s.name, codes=True)
         elif dst.is_int:
             self.quantize(x, dst, s.name)
         elif src.is_int and dst.kind in FLOAT16_CAST:
@@ -123,9 +123,7 @@ class _Builder:
         zp = self.init(s.name + "_inzp", np.array(src.zp, np.int8 if src.signed else np.uint8))
         value = self.node("DequantizeLinear", [s.inputs[0] + "_q", scale, zp])
         codes = self.node("Floor", [self.node("Add", [value, self.half()])])   # ties up (HALF_UP)
-        self.quantize(codes, QType(dst.kind, 1.0, dst.zp), s.name + "_codes")
-        self.node("Mul", [s.name + "_codes", self.init(s.name + "_scale",
-                                                       np.array(dst.scale, np.float32))], s.name)
+        self.quantize(codes, dst, s.name, codes=True)
 
     def _onnx_op(self, s: Step, slots: list[str | None], attrs: dict) -> list[str]:
         """The op itself on float inputs; returns its (float) outputs."""
@@ -176,7 +174,10 @@ class _Builder:
                                            self.init(s.name + "_wzp", np.zeros_like(codes[:, 0, 0, 0]))],
                       axis=0)
         bscale = (ws.astype(np.float64) * tin.scale).astype(np.float32)
-        b = self.node("DequantizeLinear", [self.init(s.name + "_bq", np.asarray(p["bias_codes"], np.int32)),
+        # The integer kernel folds -sum(Wq) * zp_in into the bias; the float conv reads x - zp.
+        bias = np.asarray(p["bias_codes"], np.int64) + \
+            codes.reshape(len(ws), -1).astype(np.int64).sum(axis=1) * tin.zp
+        b = self.node("DequantizeLinear", [self.init(s.name + "_bq", bias.astype(np.int32)),
                                            self.init(s.name + "_bscale", bscale),
                                            self.init(s.name + "_bzp", np.zeros(len(ws), np.int32))],
                       axis=0)

@@ -89,5 +89,8 @@ def cast(v: np.ndarray, src: QType, dst: QType) -> np.ndarray:
 
 
 def requant_params(src: QType, dst: QType) -> tuple[int, int]:
-    """(multiplier, shift) of the int -> int requant between two scales (D.8 MulShift)."""
+    """(multiplier, shift) of the int -> int requant between two scales: 8-bit MulShift when
+    symmetric (D.8); with zero points the 32-bit multiplier of RequantInt."""
+    if src.zp or dst.zp:
+        return qm.get_scale_and_shift(src.scale / dst.scale, 32)
     return qm.get_scale_and_shift(src.scale / dst.scale, 8, positive_only=True)

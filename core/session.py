@@ -185,19 +185,21 @@ class Session:
         self.qtable = q
         return q
 
-    def lowerer(self):
+    def lowerer(self, asymmetric: bool = False):
         """The Lowerer of the current model, calibration table and chip (cached)."""
         from .lowering import Lowerer
         table = getattr(self, "calibration", None)
-        key = (id(self.model), id(table), self.settings.chip)
+        key = (id(self.model), id(table), self.settings.chip, asymmetric)
         if self._lowering is None or self._lowering[0] != key:
-            self._lowering = (key, Lowerer(self.model, table, self.settings.chip))
+            self._lowering = (key, Lowerer(self.model, table, self.settings.chip,
+                                           asymmetric=asymmetric))
         return self._lowering[1]
 
-    def plan(self, mode: str = "INT8"):
+    def plan(self, mode: str = "INT8", *, asymmetric: bool = False):
         """The current QuantPlan: `mode` for the whole model, the qtable per op, the chip and
-        fp_type settings; cached until any of them (or the calibration) changes."""
-        lw = self.lowerer()
+        fp_type settings (INT8 symmetric unless `asymmetric`); cached until any of them (or the
+        calibration) changes."""
+        lw = self.lowerer(asymmetric)
         key = (id(lw), mode, self.settings.fp_type, tuple(self.qtable.items()))
         if self._plan is None or self._plan[0] != key:
             self._plan = (key, lw.plan(mode, self.qtable, self.settings.fp_type))
@@ -209,9 +211,11 @@ class Session:
         from .simulate import simulate
         return simulate(self.plan(mode), self.feeds(x), outputs, keep_all=keep_all, codes=codes)
 
-    def deploy(self, path: str | os.PathLike, quantize: str = "INT8", **options: Any):
+    def deploy(self, path: str | os.PathLike, quantize: str = "INT8", *, asymmetric: bool = False,
+               **options: Any):
         """Write the current plan (`quantize` for the whole model, the qtable per op) as a model
         file: tpushell's simulator container (.bmodel/.cvimodel/.tpsm) or a QDQ .onnx. Options
         as core.deploy.deploy: test_input, test_reference, tolerance, compare_all, excepts."""
         from .deploy import deploy
-        return deploy(self.plan(quantize), path, progress=self.progress, **options)
+        return deploy(self.plan(quantize, asymmetric=asymmetric), path, progress=self.progress,
+                      **options)

@@ -133,3 +133,19 @@ def test_deploy_onnx_checks_it_with_onnxruntime(lw, tmp_path):
                     test_input=write_test_input(tmp_path, samples(1, seed=2)))
     assert result.correctness.passed and (tmp_path / "m.onnx").is_file()
     assert qdq_model(make_plan(lw, "int8")).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+def test_asymmetric_plan_deploys_and_exports(tmp_path):
+    g = yolo_like()
+    plan = Lowerer(g, max_table(g, samples(8)), asymmetric=True).plan("INT8")
+    x = samples(2, seed=31)
+    ours = simulate(plan, {"input_1": x}, keep_all=True)
+    result = deploy(plan, tmp_path / "asym.bmodel", test_input=write_test_input(tmp_path, x[:1]))
+    assert result.correctness.passed and "int8_asym" in result.tpu_file
+    back = load_deployed(tmp_path / "asym.bmodel")
+    assert back.plan.asymmetric and all(
+        np.array_equal(v, ours[t]) for t, v in back.run({"input_1": x}, keep_all=True).items())
+    write_qdq(plan, tmp_path / "asym.onnx")
+    ort = run_qdq(tmp_path / "asym.onnx", {"input_1": x}, plan, keep_all=True)
+    for t in ours:
+        assert cosine(ort[t], ours[t]) > 0.999, t

@@ -250,3 +250,36 @@ def test_encode_is_the_cast_from_f32(lw):
     half = plan.encode("l2_LeakyRelu", f32["l2_LeakyRelu"])
     assert np.array_equal(half, half.astype(np.float16).astype(np.float32))
     assert plan.encode("input_1", x) is x
+
+
+# ---- asymmetric INT8 (zero points) -------------------------------------------------------------------
+def test_conv_with_zero_points_pads_with_the_input_zero_point():
+    rng = np.random.default_rng(21)
+    x = rng.integers(0, 256, (1, 3, 6, 7)).astype(np.uint8)
+    w = rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    w_abs = int(np.abs(w.astype(np.int64)).reshape(4, -1).sum(1).max())
+    attrs = {"kernel_shape": [3, 3], "pads": [1] * 4}
+    acc = k.conv_accumulate(x, w, w_abs, attrs, pad_code=117)
+    assert np.array_equal(acc, conv_int64(x, w, 1, 1, 1, pad_code=117))
+    # Padding with zp and folding -sum(Wq)*zp into the bias is the conv of (x - zp) with zero pads.
+    folded = acc - w.astype(np.int64).reshape(4, -1).sum(1).reshape(1, 4, 1, 1) * 117
+    centred = conv_int64(x.astype(np.int64) - 117, w, 1, 1, 1)
+    assert np.array_equal(folded, centred)
+
+
+def test_requant_with_zero_points():
+    x = np.array([0, 10, 128, 255], np.uint8)
+    y = k.mul_shift(x, multiplier=3, shift=1, out_signed=True, zp_in=128, zp_out=-5)
+    assert y.tolist() == [-128, max(-128, ((10 - 128) * 3 + 1 >> 1) - 5), -5, min(127, (127 * 3 + 1 >> 1) - 5)]
+
+
+def test_asymmetric_plan(graph):
+    lw = Lowerer(graph, max_table(graph, samples(8)), asymmetric=True)
+    plan = lw.plan("INT8")
+    assert plan.types["input_1c1_Conv_ui8"].zp == 0            # [0, max]: zp pinned to 0
+    assert any(t.zp != 0 for t in plan.types.values() if t.is_int)
+    assert plan.float_ops() == {"l1_LeakyRelu": "F16", "l2_LeakyRelu": "F16"}
+    assert "asymmetric LeakyRelu" in plan.steps["l1_LeakyRelu"].note
+    x = samples(3, seed=17)
+    out = simulate(plan, {"input_1": x})["out_Transpose"]
+    assert cosine(out, run(graph, {"input_1": x})["out_Transpose"]) > 0.99

@@ -25,7 +25,7 @@ from .common import parse_names, parse_tolerance, progress_bar, run_tool
 
 NOT_SUPPORTED = (
     "quantize modes other than F32/F16/BF16/INT8 (INT4, W8F16, W4*, F8*, QDQ and the *DYN modes)",
-    "--asymmetric (INT8 is symmetric)", "--quant_input/--quant_output and their _list/_bf16/_int8 "
+    "--quant_input/--quant_output and their _list/_bf16/_int8 "
     "variants", "--fuse_preprocess/--customization_format/--aligned_input", "--high_precision",
     "--q_group_size/--q_symmetric", "the chips bm1690, cv186x, cv184x, sg2262, sg2380 and the "
     "other code-generation options (layer group, address mode, cores, compression): the model "
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize_table", help="qtable: per-op modes overriding --quantize")
     p.add_argument("--chip", "--processor", dest="chip", required=True, type=str.lower,
                    choices=CHIP_NAMES, help="target chip")
+    p.add_argument("--asymmetric", action="store_true",
+                   help="asymmetric INT8 (zero points; LeakyRelu in F16 and Add in F32, as the "
+                        "reference; its numerics are not checked against the chip)")
     p.add_argument("--fp_type", default="auto",
                    help="float type of ops with no INT8 rule (auto = the chip's, F16 on bm1684x)")
     p.add_argument("--model", required=True, help="output: .bmodel/.cvimodel/.tpsm, or .onnx (QDQ)")
@@ -73,7 +76,8 @@ def _run(argv: Sequence[str] | None) -> int:
                                "needs --calibration_table (made by run_calibration.py)")
     table = read_calibration_table(args.calibration_table) if args.calibration_table else None
     graph = load_model(args.mlir)
-    plan = Lowerer(graph, table, args.chip).plan(args.quantize, qtable, args.fp_type)
+    plan = Lowerer(graph, table, args.chip, asymmetric=args.asymmetric).plan(
+        args.quantize, qtable, args.fp_type)
     excepts = [] if args.excepts == "-" else parse_names(args.excepts)
     try:
         result = deploy(plan, args.model, test_input=args.test_input,
