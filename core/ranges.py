@@ -138,7 +138,7 @@ def propagate(graph: Graph, ranges: Ranges, chip: Chip) -> Ranges:
     if not cv18xx:
         _fixpoint(graph, r, _add_of_muls_backward, reverse=True)
     _fixpoint(graph, r, _unify_compare, reverse=False)
-    _fixpoint(graph, r, _forward, reverse=False)
+    _fixpoint(graph, r, _forward_bm1684 if chip.name == "bm1684" else _forward, reverse=False)
     _fixpoint(graph, r, _keep_sign, reverse=False)
     return r
 
@@ -277,6 +277,13 @@ def _unify_compare(graph: Graph, node: Node, r: Ranges) -> bool:
     for t in ins:
         changed |= _set(r, t, widest)
     return changed
+
+
+def _forward_bm1684(graph: Graph, node: Node, r: Ranges) -> bool:
+    """Step 7 on bm1684, where AveragePool also takes its input's range."""
+    if node.op_type == "AveragePool":
+        return _copy_forward(graph, node, r)
+    return _forward(graph, node, r)
 
 
 def _forward(graph: Graph, node: Node, r: Ranges) -> bool:

@@ -199,3 +199,27 @@ def test_relowering_reuses_steps_and_names_stale_tensors(graph, table):
             "cat_Concat", "out_Transpose_f32"} <= stale
     assert lw.plan("INT8").steps["c3_Conv"] is a.steps["c3_Conv"]
     assert a.stale(lw.plan("INT8")) == set()
+
+
+def avgpool_graph():
+    w = numpy_helper.from_array(np.full((2, 3, 1, 1), 0.5, np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("AveragePool", ["c"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("MaxPool", ["a"], ["m"], kernel_shape=[1, 1])]
+    g = helper.make_graph(nodes, "avg", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                       [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 2, 2, 2])], [w])
+    return import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+def test_average_pool_forward_only_on_bm1684_and_keep_sign():
+    g = avgpool_graph()
+    from tpushell.core.tables import CalibrationTable
+    t = CalibrationTable({"x": CalRow(1, -1, 1), "c_Conv": CalRow(10, -10, 9),
+                          "a_AveragePool": CalRow(3, 0.5, 3), "m_MaxPool": CalRow(3, 0.5, 3)})
+    x_ranges = propagate(g, table_ranges(g, t, get_chip("bm1684x")), get_chip("bm1684x"))
+    # Keep-sign: a pool of a signed tensor stays signed, with min = -0.1 max.
+    assert x_ranges["a_AveragePool"] == x_ranges["m_MaxPool"] == pytest.approx(Range(-0.3, 3.0))
+    assert x_ranges["c_Conv"] == Range(-10, 10)
+    b_ranges = propagate(g, table_ranges(g, t, get_chip("bm1684")), get_chip("bm1684"))
+    assert b_ranges["a_AveragePool"] == b_ranges["m_MaxPool"] == Range(-10, 10)
