@@ -29,7 +29,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import ModelError, OptionError, did_you_mean
-from .ir import Graph, Node
+from .ir import Graph
+from .kernels import with_slots
 from .metrics import cosine, reference_cos
 from .ops import DEFAULT_OPSET, as_tuple, lookup
 
@@ -48,29 +49,21 @@ class _ReferenceStep:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     key: tuple
-    node: Node
-    weights: list[Any] = field(repr=False)
     fn: Any = field(repr=False)
 
     def run(self, values: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-        args = list(self.weights)
-        it = iter(values)
-        for i, t in enumerate(self.node.inputs):
-            if args[i] is None and t:
-                args[i] = next(it)
-        return as_tuple(self.fn(*args, **self.node.attrs))
+        return as_tuple(self.fn(*values))
 
 
 def reference_steps(graph: Graph) -> dict[str, _ReferenceStep]:
     """The F32 steps of `graph` (one per op), in the same form as a plan's steps."""
     opset = int(graph.meta.get("opset", DEFAULT_OPSET))
-    steps = {}
-    for node in graph.nodes:
-        weights = [graph.weights.get(t) if t else None for t in node.inputs]
-        steps[node.name] = _ReferenceStep(
-            node.name, tuple(graph.activation_inputs(node)), tuple(t for t in node.outputs if t),
-            ("F32", node.name), node, weights, lookup(node.op_type, opset))
-    return steps
+    return {node.name: _ReferenceStep(
+        node.name, tuple(graph.activation_inputs(node)), tuple(t for t in node.outputs if t),
+        ("F32", node.name),
+        with_slots(lookup(node.op_type, opset), [graph.weights.get(t) for t in node.inputs],
+                   node.attrs))
+        for node in graph.nodes}
 
 
 def per_sample_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,21 +8,26 @@ import pytest
 from tpushell.core.errors import ModelError, OptionError
 from tpushell.core.evaluator import Evaluator, per_sample_cos
 from tpushell.core.interpreter import run
+from tpushell.core.lowering import Lowerer
 from tpushell.core.tables import QTable
 
-from searchkit import fake_lower, fragile_graph, max_table, samples
+from searchkit import fragile_graph, max_table, samples
 
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     graph = fragile_graph(tmp_path_factory.mktemp("fragile"))
-    table = max_table(graph, samples(graph, 20, seed=5))
-    return graph, table, samples(graph, 5)
+    lowerer = Lowerer(graph, max_table(graph, samples(graph, 20, seed=5)), "bm1684x")
+    return graph, lowerer, samples(graph, 5)
 
 
 def plan_of(kit, **modes):
-    graph, table, _ = kit
-    return fake_lower(graph, table, QTable(dict(modes)))
+    return kit[1].plan("INT8", QTable(dict(modes)))
+
+
+def output_casts(graph) -> set[str]:
+    """The casts of the graph outputs to F32: a check compares the outputs without them."""
+    return {f"{t}_f32" for t in graph.outputs}
 
 
 def full(kit, plan):
@@ -56,11 +61,14 @@ def test_change_recomputes_only_downstream(kit):
     ev.set_plan(plan_of(kit))
     ev.check()
     ran = ev.steps_run
-    stale = ev.set_plan(plan_of(kit, b_Conv="F16"))
-    assert stale == {"b_Conv", "b_l_LeakyRelu", "c_Conv"}
+    old, new = ev.plan, plan_of(kit, b_Conv="F16")
+    stale = ev.set_plan(new)
+    assert stale == new.stale(old)
+    assert {ev.source(t) for t in stale} == {"f_l_LeakyRelu", "b_Conv", "b_l_LeakyRelu", "c_Conv"}
+    assert all(ev.source(t) != "f_l_LeakyRelu" or new.producer(t).op == "b_Conv" for t in stale)
     ev.check()
-    assert ev.steps_run - ran == 3
-    assert_same(ev, kit, plan_of(kit, b_Conv="F16"))
+    assert ev.steps_run - ran == len({new.producer(t).name for t in stale} - output_casts(graph))
+    assert_same(ev, kit, new)
 
 
 def test_noop_recheck_computes_nothing(kit):
@@ -98,7 +106,7 @@ def test_eviction_keeps_numbers_right(kit):
     ran = ev.steps_run
     ev.set_plan(plan_of(kit))                            # everything must be recomputed
     assert_same(ev, kit, plan_of(kit))
-    assert ev.steps_run - ran == len(graph.op_names)
+    assert ev.steps_run - ran == len(set(plan_of(kit).steps) - output_casts(graph))
 
 
 def test_keeping_pins_a_plan(kit):
@@ -127,15 +135,18 @@ def test_release_forgets_and_recomputes_identically(kit):
 
 
 def test_own_error_takes_inputs_from_f32(kit):
-    graph, table, feeds = kit
+    graph, _, feeds = kit
     ev = Evaluator(graph, feeds)
     ev.set_plan(plan_of(kit))
     r = ev.check(own=True)
     # the fragile layer is bad on its own; the layers after it only inherit its error
     assert r.own["f_Conv"] < 0.5 and r.layers["b_Conv"] < 0.5 and r.own["b_Conv"] > 0.99
-    # own error of b_Conv = its INT8 step on the F32 input
-    step = ev.plan.steps["b_Conv"]
-    out = step.run([ev.reference("f_l_LeakyRelu")])[0]
+    # own error of b_Conv = its INT8 step on the F32 input, quantized
+    plan = ev.plan
+    step = plan.steps["b_Conv"]
+    codes = plan.encode(step.inputs[0], ev.reference("f_l_LeakyRelu"))
+    assert codes.dtype == np.int8
+    out = plan.dequantize("b_Conv", step.run([codes])[0])
     assert np.array_equal(ev.own_cos("b_Conv"), per_sample_cos(out, ev.reference("b_Conv")))
 
 

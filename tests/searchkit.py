@@ -1,5 +1,5 @@
-"""Test fixtures for the evaluator and the searches: a tiny CNN with one fragile layer, a
-calibration table measured on it, and a stand-in lowering with real fake-quant numerics.
+"""Test fixtures for the evaluator and the searches: a tiny CNN with one fragile layer and a
+calibration table measured on it (the plans come from the real lowering, core/lowering.py).
 
 The fragile layer `f_Conv` has weights with a huge dynamic range: each output channel gives an
 input channel that is always zero a weight 1000 times the others, so at its per-channel INT8 weight
@@ -7,19 +7,14 @@ scale every useful weight rounds to zero. Only keeping that layer in float gives
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tpushell.core import quantmath as qm
 from tpushell.core.interpreter import run
 from tpushell.core.ir import Graph
 from tpushell.core.onnx_import import import_onnx
-from tpushell.core.ops import as_tuple, lookup
-from tpushell.core.tables import CalibrationTable, CalRow, QTable
+from tpushell.core.tables import CalibrationTable, CalRow
 
 
 def fragile_onnx(path, seed: int = 0) -> str:
@@ -87,76 +82,3 @@ def max_table(graph: Graph, feeds: dict[str, np.ndarray]) -> CalibrationTable:
     rows = {t: CalRow(float(np.abs(v).max()), float(v.min()), float(v.max()))
             for t, v in every.items()}
     return CalibrationTable(rows)
-
-
-# ---- a stand-in lowering ------------------------------------------------------------------------
-@dataclass(eq=False)
-class FakeStep:
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    key: tuple
-    fn: Callable[..., Any] = field(repr=False)
-
-    def run(self, values):
-        return as_tuple(self.fn(*values))
-
-
-@dataclass
-class FakePlan:
-    """Values are float32 everywhere; an INT8 op fake-quantizes its inputs, its per-channel
-    weights and its output at the table's thresholds, a float op rounds weights and output."""
-
-    steps: dict[str, FakeStep]
-    op_modes: dict[str, str]
-
-    def dequantize(self, tensor, value):
-        return value
-
-    def encode(self, tensor, value):
-        return value
-
-
-def _fq(x: np.ndarray, th: float) -> np.ndarray:
-    scale = th / 127.0
-    return qm.dequantize(qm.quantize(x, scale, True), scale)
-
-
-def fake_lower(graph: Graph, table: CalibrationTable, qtable: QTable | None = None,
-               float_mode: str = "F16") -> FakePlan:
-    steps, modes = {}, {}
-    rnd = {"F16": qm.to_f16, "BF16": qm.to_bf16, "F32": lambda v: v}
-    for node in graph.nodes:
-        mode = (qtable.modes.get(node.name, "INT8") if qtable else "INT8")
-        fn = lookup(node.op_type, 13)
-        acts = graph.activation_inputs(node)
-        weights = {i: graph.weights[t] for i, t in enumerate(node.inputs) if t in graph.weights}
-        if mode == "INT8":
-            if node.op_type == "Conv":
-                weights[1] = qm.fake_quant_weights(weights[1])
-            ths = [table[t].threshold for t in acts]
-            th_out = table[node.outputs[0]].threshold
-            pre = [lambda v, th=th: _fq(v, th) for th in ths]
-            post = lambda v, th=th_out: _fq(v, th)  # noqa: E731
-        else:
-            weights = {i: rnd[mode](w) for i, w in weights.items()}
-            pre = [lambda v: v for _ in acts]
-            post = rnd[mode]
-
-        def kernel(*xs, node=node, fn=fn, weights=weights, pre=pre, post=post):
-            args, it = [], iter(xs)
-            for i, t in enumerate(node.inputs):
-                args.append(weights[i] if i in weights else next(it))
-            args = [p(a) if i not in weights else a
-                    for i, (a, p) in enumerate(zip(args, _expand(pre, node, weights)))]
-            return tuple(post(o) for o in as_tuple(fn(*args, **node.attrs)))
-        steps[node.name] = FakeStep(node.name, tuple(acts), tuple(node.outputs),
-                                    (node.name, mode), kernel)
-        modes[node.name] = mode
-    return FakePlan(steps, modes)
-
-
-def _expand(pre, node, weights):
-    """One pre-function per input slot (identity for weights)."""
-    it = iter(pre)
-    return [(lambda v: v) if i in weights else next(it) for i in range(len(node.inputs))]
