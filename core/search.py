@@ -271,6 +271,20 @@ def reference_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: 
                         space.cost(floats))
 
 
+SEARCH_METHODS = ("reference", "greedy")
+
+
+def run_search(space: SearchSpace, method: str, *, expected_cos: float, min_layer_cos: float,
+               time_budget: float | None = None) -> SearchResult:
+    """Run the search called `method` (`reference` or `greedy`)."""
+    if method == "reference":
+        return reference_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos)
+    if method == "greedy":
+        from .search_greedy import greedy_search
+        return greedy_search(space, expected_cos=expected_cos, time_budget=time_budget)
+    raise OptionError(f"unknown search '{method}'; choose one of {', '.join(SEARCH_METHODS)}")
+
+
 def _has_int8_consumer(space: SearchSpace, op: str) -> bool:
     """Whether some consumer of `op` still runs INT8 (the reference skips a layer otherwise)."""
     modes = space.evaluator.plan.op_modes

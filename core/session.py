@@ -22,8 +22,9 @@ from .errors import OptionError, StateError
 from .interpreter import run as run_graph
 from .ir import Graph
 from .preprocess import PreprocessConfig
+from .precision import Edit, EditHistory
 from .progress import ProgressFn
-from .tables import QTable
+from .tables import LossTable, QTable, QTableDiff
 
 FP_TYPES = ("auto", "F16", "BF16", "F32")
 COSINE_SCALES = ("true", "reference")
@@ -73,6 +74,11 @@ class Session:
         self.qtable = QTable()
         self._lowering: tuple[tuple, Any] | None = None
         self._plan: tuple[tuple, Any] | None = None
+        self.dataset: str | None = None          # the working sample set's source (use_data)
+        self.data_list: str | None = None
+        self.edits = EditHistory()               # undo / redo of qtable edits
+        self.loss_table: LossTable | None = None  # of the last search
+        self._working: tuple[tuple, Any] | None = None
 
     # ---- model ---------------------------------------------------------------------------------
     @property
@@ -182,7 +188,7 @@ class Session:
         from .tables import read_qtable
         q = read_qtable(path)
         resolve_modes(self.model, self.settings.chip, "INT8", q)
-        self.qtable = q
+        self._edit(q, f"load {os.fspath(path)}")
         return q
 
     def lowerer(self, asymmetric: bool = False):
@@ -219,3 +225,124 @@ class Session:
         from .deploy import deploy
         return deploy(self.plan(quantize, asymmetric=asymmetric), path, progress=self.progress,
                       **options)
+
+    # ---- mixed precision: edits, re-check, search (core/evaluator.py, core/search*.py) --------
+    def use_data(self, dataset: str | os.PathLike | None = None, *,
+                 data_list: str | os.PathLike | None = None) -> None:
+        """Where the working sample set comes from (a folder or a list file): its first
+        `settings.samples` samples in the reference's order (sorted, shuffled with seed 1684)."""
+        from .dataset import select_samples
+        select_samples(dataset, data_list, input_num=1)        # errors now, naming the source
+        self.dataset = os.fspath(dataset) if dataset else None
+        self.data_list = os.fspath(data_list) if data_list else None
+
+    def working_set(self, samples: int | None = None) -> dict[str, np.ndarray]:
+        """The first `samples` (default: the setting) samples of the data, as one batch."""
+        from .dataset import load_batches, select_samples
+        if self.dataset is None and self.data_list is None:
+            raise StateError("no sample data for checks and searches: give a folder with "
+                             "use_data(dataset=...) (the shell: `calibrate DATASET` or `data DIR`)")
+        picked = select_samples(self.dataset, self.data_list, input_num=samples or self.settings.samples)
+        return next(iter(load_batches(picked, self.model, batch_size=len(picked))))
+
+    def evaluator(self):
+        """The incremental evaluator (core/evaluator.py) of the current model, calibration,
+        chip and working set; its cached values survive precision edits."""
+        from .evaluator import Evaluator
+        key = (id(self.lowerer()), self.dataset, self.data_list, self.settings.samples)
+        if self._working is None or self._working[0] != key:
+            self._working = (key, Evaluator(self.model, self.working_set()))
+        return self._working[1]
+
+    def set_precision(self, layers: str | Sequence[str], mode: str) -> Edit:
+        """Set ops to `mode` (INT8, F16, BF16, F32 as the chip allows) by op name, glob or op
+        type; INT8 removes the override. Undoable; an unknown name suggests the closest ones."""
+        from .chips import check_mode, get_chip
+        from .precision import select_ops, with_modes
+        m = check_mode(get_chip(self.settings.chip), mode, "precision")
+        selectors = [layers] if isinstance(layers, str) else list(layers)
+        ops = list(dict.fromkeys(op for sel in selectors for op in select_ops(self.model, sel)))
+        return self._edit(with_modes(self.qtable, ops, m), f"set {' '.join(selectors)} {m}")
+
+    def _edit(self, qtable: QTable, what: str) -> Edit:
+        edit = self.edits.record(self.qtable, qtable, what)
+        self.qtable = qtable
+        return edit
+
+    def undo(self) -> Edit:
+        """Undo the last qtable edit (set_precision, a search, a qtable load)."""
+        edit = self.edits.undo()
+        self.qtable = edit.before
+        return edit
+
+    def redo(self) -> Edit:
+        """Redo the last undone qtable edit."""
+        edit = self.edits.redo()
+        self.qtable = edit.after
+        return edit
+
+    def check(self, *, own: bool = False, layers: str | Sequence[str] | None = None,
+              min_layer_cos: float | None = None):
+        """Output and per-layer cosines to F32 (true cosines; shown in the `cosine_scale`
+        setting) of the current plan on the working set; only what changed is recomputed.
+        `own` adds each layer's own error (its inputs taken from F32); `layers` (names, globs or
+        op types) limits the layers; layers under `min_layer_cos` are marked."""
+        from .precision import select_ops
+        ev = self.evaluator()
+        ev.set_plan(self.plan())
+        picked = None
+        if layers is not None:
+            selectors = [layers] if isinstance(layers, str) else list(layers)
+            picked = list(dict.fromkeys(op for sel in selectors for op in select_ops(self.model, sel)))
+        return ev.check(own=own, layers=picked, min_layer_cos=min_layer_cos,
+                        scale=self.settings.cosine_scale)
+
+    def search_qtable(self, expected_cos: float = 0.99, min_layer_cos: float = 0.99, *,
+                      method: str = "reference", samples: int | None = None,
+                      compare_layers: str | None = None, time_budget: float | None = None,
+                      apply: bool = True, low_memory: bool = False):
+        """Search the layers to keep in float so the outputs reach `expected_cos` (true
+        cosines, reference F32). `method` is `reference` (the tutorial's run_qtable walk) or
+        `greedy` (fewer float layers); `samples` defaults to the working set. The found qtable
+        becomes current (undoable) unless `apply` is False; the loss table is kept.
+        `low_memory` runs on a separate evaluator that forgets values as the walk passes them
+        (for large sample counts; the session's cached values are not reused or kept)."""
+        from .chips import resolve_fp_type
+        from .evaluator import Evaluator
+        from .search import SearchSpace, check_cos, parse_compare_layers, run_search
+        expected = check_cos(expected_cos, "expected_cos")
+        min_layer = check_cos(min_layer_cos, "min_layer_cos")
+        n = samples or self.settings.samples
+        own_set = n == self.settings.samples and not low_memory
+        ev = self.evaluator() if own_set else Evaluator(self.model, self.working_set(n))
+        lw = self.lowerer()
+        fp = resolve_fp_type(lw.chip, self.settings.fp_type)
+        space = SearchSpace(ev, lambda q: lw.plan("INT8", q, fp), fp,
+                            parse_compare_layers(compare_layers), release=not own_set,
+                            progress=self.progress)
+        result = run_search(space, method, expected_cos=expected, min_layer_cos=min_layer,
+                            time_budget=time_budget)
+        result.loss_table.chip = self.settings.chip
+        self.loss_table = result.loss_table
+        if apply:
+            self._edit(result.qtable, f"{method} search")
+        return result
+
+    def save_qtable(self, path: str | os.PathLike) -> str:
+        """Write the current qtable in the reference's v1.3 format (atomically); returns the path."""
+        from .chips import get_chip, resolve_fp_type
+        from .tables import write_qtable
+        fp = resolve_fp_type(get_chip(self.settings.chip), self.settings.fp_type)
+        write_qtable(path, self.qtable, chip=self.settings.chip, mix_mode=fp)
+        return os.fspath(path)
+
+    def diff_qtables(self, a: QTable | str | os.PathLike | None = None,
+                     b: QTable | str | os.PathLike | None = None) -> QTableDiff:
+        """Per-op differences of two qtables (objects or files; None is the current one)."""
+        from .tables import diff_qtables, read_qtable
+
+        def table(q):
+            if q is None:
+                return QTable(dict(self.qtable.modes), path="current qtable")
+            return q if isinstance(q, QTable) else read_qtable(q)
+        return diff_qtables(table(a), table(b))

@@ -223,6 +223,33 @@ def write_qtable(path: str | os.PathLike, q: QTable, **header) -> None:
         f.write(format_qtable(q, **header))
 
 
+@dataclass
+class QTableDiff:
+    """What differs between two qtables (a missing op means INT8, the default)."""
+
+    a: str
+    b: str
+    changed: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.changed)
+
+    def __str__(self) -> str:
+        if not self.changed:
+            return f"{self.a} and {self.b} set the same precisions"
+        lines = [f"{len(self.changed)} layer(s) differ: {self.a} -> {self.b}"]
+        lines += [f"  {op:<44} {ma:<5} -> {mb}" for op, (ma, mb) in self.changed.items()]
+        return "\n".join(lines)
+
+
+def diff_qtables(a: QTable, b: QTable, default: str = "INT8") -> QTableDiff:
+    """Per op, the modes of `a` and `b` where they differ (ops in a's order, then b's)."""
+    ops = list(dict.fromkeys(list(a.modes) + list(b.modes)))
+    changed = {op: (a.modes.get(op, default), b.modes.get(op, default)) for op in ops
+               if a.modes.get(op, default) != b.modes.get(op, default)}
+    return QTableDiff(a.path or "qtable a", b.path or "qtable b", changed)
+
+
 # ---- loss tables --------------------------------------------------------------------------------
 @dataclass
 class LossRow:
@@ -250,6 +277,14 @@ class LossTable:
     def __iter__(self) -> Iterator[LossRow]:
         return iter(self.rows)
 
+    def __str__(self) -> str:
+        lines = [f"loss table: {len(self.rows)} layer(s), {self.sample_number or '?'} sample(s); "
+                 f"accumulated cosine to F32 (true, and the reference's 0.5+0.5*cos)"]
+        for i, r in enumerate(self.rows):
+            mark = "" if r.visited else "  (not tested)"
+            lines.append(f"No.{i:<4} {r.layer:<44} {r.cos:.6f}  {0.5 + 0.5 * r.cos:.6f}{mark}")
+        return "\n".join(lines)
+
     def sorted(self, key: str = "cos") -> "LossTable":
         """A copy ordered by `cos` (worst first) or by `layer` name."""
         if key not in ("cos", "layer"):
@@ -276,9 +311,14 @@ def format_loss_table(table: LossTable, when: datetime.datetime | None = None) -
     if unvisited:
         lines.append(f"{_LOSS_UNVISITED_NOTE}: {' '.join(unvisited)}")
     lines.append("###")
-    for i, r in enumerate(table.sorted("cos").rows):
-        lines.append(f"No.{i:<4}: Layer: {r.layer:<50}\t\t\tCos: {0.5 + 0.5 * r.cos:.6f}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + loss_rows(table)) + "\n"
+
+
+def loss_rows(table: LossTable) -> list[str]:
+    """The row lines of the reference's loss-table format, worst first (also what run_qtable
+    prints)."""
+    return [f"No.{i:<4}: Layer: {r.layer:<50}\t\t\tCos: {0.5 + 0.5 * r.cos:.6f}"
+            for i, r in enumerate(table.sorted("cos").rows)]
 
 
 def write_loss_table(path: str | os.PathLike, table: LossTable, **header) -> None:
