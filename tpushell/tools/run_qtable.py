@@ -1,0 +1,119 @@
+"""run_qtable.py: search the layers to keep in float (the tutorial's mixed-precision step, E.1).
+
+    run_qtable.py yolov3_tiny.mlir --dataset ../COCO2017 --calibration_table yolov3_cali_table \\
+        --min_layer_cos 0.999 --expected_cos 0.9999 --chip bm1684x -o yolov3_qtable
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from tpushell.tools.common import progress_bar, run_tool
+
+DESCRIPTION = "Search a mixed-precision quantize table: the layers to run in float so that the " \
+              "model's outputs reach a target cosine to F32."
+EPILOG = """\
+cosine scale: --expected_cos, --min_layer_cos and the printed outputs_cos / Cos values use the
+  reference's scale 0.5 + 0.5*cos (what the tutorial types): --expected_cos 0.9999 asks for a true
+  cosine of 0.9998. The true cosines are printed too.
+searches:
+  reference  the reference's run_qtable walk (v1.3): each INT8 layer whose accumulated cosine is
+             below --min_layer_cos goes to float with its consumers; the outputs are re-checked
+             after each change (kept, or reverted when worse than all-INT8) until they beat
+             --expected_cos or more than a quarter of the layers are float.
+  greedy     ranks layers (and layer+consumer pairs) by what floating them alone gains, adds the
+             best greedily with re-evaluation, then drops layers the target does not need: the
+             target with fewer float layers. --time_budget keeps the best table found in time.
+differences from the reference (deliberate): the outputs are compared with the F32 model, not
+  an F16-lowered one; the printed "mix model outputs_cos" is that of the final mixed model; the
+  loss table lists every candidate layer (those the walk did not test are named in its header);
+  a trial worse than all-INT8 is reverted before the float-layer limit is checked; when INT8
+  already meets the target an empty qtable and the loss table are still written.
+not available: --debug_cmd (run_bias_correction, visual_tensor, ...) and the hidden
+  -b/--base_quantize_table of the reference.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tpushell.core.chips import CHIP_NAMES
+    from tpushell.core.search import SEARCH_METHODS
+    p = argparse.ArgumentParser(prog="run_qtable.py", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mlir_file", help="the model: .mlir from model_transform (or .onnx)")
+    p.add_argument("--dataset", help="folder of samples (images, npz or npy), searched recursively")
+    p.add_argument("--data_list", help="file with one sample per line (instead of --dataset)")
+    p.add_argument("--input_num", type=int, default=10,
+                   help="number of samples: the first of the shuffled list (default 10)")
+    p.add_argument("--expected_cos", type=float, default=0.99,
+                   help="target output cosine, 0.5+0.5*cos scale (default 0.99)")
+    p.add_argument("--min_layer_cos", type=float, default=0.99,
+                   help="layer cosine under which the reference search tries float, "
+                        "0.5+0.5*cos scale (default 0.99)")
+    p.add_argument("--calibration_table", required=True, help="calibration table of the model")
+    p.add_argument("--chip", required=True, choices=CHIP_NAMES, type=str.lower,
+                   help="target chip")
+    p.add_argument("--fp_type", default="auto", choices=("auto", "F16", "F32", "BF16"),
+                   help="float type for float layers (auto: the chip's; default auto)")
+    p.add_argument("--loss_table", default="full_loss_table.txt",
+                   help="where to write the per-layer loss table (default full_loss_table.txt)")
+    p.add_argument("--global_compare_layers", default="",
+                   help="compare these layers instead of the outputs: 'a,b' or 'a:0.3,b:0.7'")
+    p.add_argument("-o", "--quantize_table", required=True, help="output qtable")
+    p.add_argument("--search", default="reference", choices=SEARCH_METHODS,
+                   help="search algorithm (default reference)")
+    p.add_argument("--time_budget", type=float,
+                   help="greedy: stop after this many seconds with the best table found so far")
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from tpushell.core import Session
+    from tpushell.core.errors import OptionError
+    from tpushell.core.metrics import reference_cos, true_cos
+    from tpushell.core.search import check_cos
+    from tpushell.core.tables import loss_rows, read_calibration_table, write_loss_table, \
+        write_qtable
+    start = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    expected = true_cos(check_cos(args.expected_cos, "--expected_cos"))
+    min_layer = true_cos(check_cos(args.min_layer_cos, "--min_layer_cos"))
+    if args.input_num < 1:
+        raise OptionError(f"--input_num {args.input_num} is not valid; give 1 or more samples")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise OptionError(f"--time_budget {args.time_budget} must be a positive number of seconds")
+    s = Session(args.chip, progress=progress_bar())
+    s.settings.set("fp_type", args.fp_type)
+    s.load(args.mlir_file)
+    s.calibration = read_calibration_table(args.calibration_table)
+    s.lowerer()                                   # a table for another model fails here
+    s.use_data(args.dataset, data_list=args.data_list)
+    result = s.search_qtable(expected, min_layer, method=args.search, samples=args.input_num,
+                             compare_layers=args.global_compare_layers or None,
+                             time_budget=args.time_budget, low_memory=True)
+    table = result.loss_table
+    print("\n".join(loss_rows(table)))
+    print(f"int8 outputs_cos:{reference_cos(result.int8_cos):.6f} old")
+    if result.int8_cos > result.expected_cos:
+        print(f"INT8 already meets --expected_cos {args.expected_cos}: no layer needs float; "
+              f"writing an empty qtable")
+    print(f"mix model outputs_cos:{reference_cos(result.mix_cos):.6f}")
+    print(f"true cosine: int8 {result.int8_cos:.6f}, mix {result.mix_cos:.6f}, target "
+          f"{expected:.6f}; {len(result.qtable)} {result.float_mode} layer(s); "
+          f"{result.samples} sample(s); {args.search} search: {result.reason}")
+    write_loss_table(args.loss_table, table)
+    write_qtable(args.quantize_table, result.qtable, chip=args.chip, mix_mode=result.float_mode,
+                 sample_number=result.samples)
+    print(f"Output mix quantization table to {args.quantize_table}")
+    print(f"total time:{time.perf_counter() - start:.0f} second")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of `run_qtable.py` / `run_qtable`."""
+    return run_tool(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
