@@ -15,6 +15,8 @@ from .ops.conv import _spatial_attrs, conv_nd
 from .quantmath import requantize, right_shift_round, to_codes
 
 FLOAT32_EXACT = 2**24
+# Elements requantized at a time (int64 temporaries of a few times 8 bytes each).
+REQUANT_ELEMENTS = 4 << 20
 
 
 def accumulator_dtype(w_abs_sum: int, x: np.ndarray) -> type:
@@ -25,16 +27,22 @@ def accumulator_dtype(w_abs_sum: int, x: np.ndarray) -> type:
     return np.float32 if w_abs_sum * peak < FLOAT32_EXACT else np.float64
 
 
-def conv_accumulate(x: np.ndarray, wq: np.ndarray, w_abs_sum: int, attrs: dict,
-                    pad_code: int = 0) -> np.ndarray:
-    """Exact integer convolution sum(Wq * x) as an int64 array (no bias), padding with `pad_code`."""
+def conv_sum(x: np.ndarray, wq: np.ndarray, w_abs_sum: int, attrs: dict,
+             pad_code: int = 0) -> np.ndarray:
+    """Exact integer convolution sum(Wq * x) (no bias), padding with `pad_code`, held in the
+    float type that keeps it exact (see `accumulator_dtype`)."""
     kernel, strides, dilations, begin, end = _spatial_attrs(
         x, wq.shape[2:], attrs.get("kernel_shape"), attrs.get("strides"), attrs.get("dilations"),
         attrs.get("pads"), attrs.get("auto_pad", "NOTSET"))
     ft = accumulator_dtype(w_abs_sum, x)
-    acc = conv_nd(x.astype(ft), wq.astype(ft, copy=False), None, kernel, strides, dilations,
-                  begin, end, int(attrs.get("group", 1)), pad_value=float(pad_code))
-    return acc.astype(np.int64)
+    return conv_nd(x.astype(ft), wq.astype(ft, copy=False), None, kernel, strides, dilations,
+                   begin, end, int(attrs.get("group", 1)), pad_value=float(pad_code))
+
+
+def conv_accumulate(x: np.ndarray, wq: np.ndarray, w_abs_sum: int, attrs: dict,
+                    pad_code: int = 0) -> np.ndarray:
+    """`conv_sum` as an int64 array."""
+    return conv_sum(x, wq, w_abs_sum, attrs, pad_code).astype(np.int64)
 
 
 def channel_shape(values: np.ndarray, ndim: int) -> np.ndarray:
@@ -45,14 +53,24 @@ def channel_shape(values: np.ndarray, ndim: int) -> np.ndarray:
 def conv_int8(x: np.ndarray, *, wq: np.ndarray, w_abs_sum: int, bias_q: np.ndarray,
               multiplier: np.ndarray, shift: np.ndarray, attrs: dict, zp_in: int, zp_out: int,
               out_signed: bool, relu: bool) -> np.ndarray:
-    """INT8 Conv (D.5): per channel sat(RightShiftRound((acc + bias) * M, shift) + zp_out)."""
-    acc = conv_accumulate(x, wq, w_abs_sum, attrs, zp_in)
+    """INT8 Conv (D.5): per channel sat(RightShiftRound((acc + bias) * M, shift) + zp_out).
+
+    The int64 requantization runs a few samples at a time, so its temporaries stay small
+    whatever the batch.
+    """
+    acc = conv_sum(x, wq, w_abs_sum, attrs, zp_in)
     nd = acc.ndim
-    acc += channel_shape(bias_q, nd)
-    y = requantize(acc, channel_shape(multiplier, nd), channel_shape(shift, nd), zp_out)
-    if relu:
-        np.maximum(y, zp_out, out=y)
-    return to_codes(y, out_signed)
+    bias, mult, shift = (channel_shape(v, nd) for v in (bias_q, multiplier, shift))
+    out = np.empty(acc.shape, np.int8 if out_signed else np.uint8)
+    step = max(1, REQUANT_ELEMENTS // max(1, acc[0].size))
+    for s in range(0, acc.shape[0], step):
+        part = acc[s:s + step].astype(np.int64)
+        part += bias
+        y = requantize(part, mult, shift, zp_out)
+        if relu:
+            np.maximum(y, zp_out, out=y)
+        out[s:s + step] = to_codes(y, out_signed)
+    return out
 
 
 def lut_kernel(fn: Callable[[np.ndarray], np.ndarray], signed: bool) -> Callable[[np.ndarray], np.ndarray]:
