@@ -10,6 +10,9 @@ import numpy as np
 
 from .errors import InputFileError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
@@ -23,6 +26,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise InputFileError(f"cannot write {path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; a written file gets the usual mode
         with os.fdopen(fd, mode) as f:
             yield f
         os.replace(tmp, path)
