@@ -149,3 +149,11 @@ def test_asymmetric_plan_deploys_and_exports(tmp_path):
     ort = run_qdq(tmp_path / "asym.onnx", {"input_1": x}, plan, keep_all=True)
     for t in ours:
         assert cosine(ort[t], ours[t]) > 0.999, t
+
+
+def test_written_files_get_the_usual_mode(lw, tmp_path):
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    write_model(make_plan(lw, "int8"), tmp_path / "m.bmodel")
+    assert (tmp_path / "m.bmodel").stat().st_mode & 0o777 == 0o666 & ~umask
