@@ -89,7 +89,11 @@ def ConstantOfShape(shape, *, value=None):
 
 @op("Range")
 def Range(start, limit, delta):
-    return np.arange(start, limit, delta).astype(np.result_type(start))
+    # The count as onnxruntime computes it: the difference in the input type, the division in
+    # double. For 0.3f/0.1f that is 3.0000001 -> 4 values (float32 division gives exactly 3).
+    start, limit, delta = (np.asarray(v) for v in (start, limit, delta))
+    count = max(int(np.ceil(float(limit - start) / float(delta))), 0)
+    return (start + np.arange(count, dtype=start.dtype) * delta).astype(start.dtype)
 
 
 # ---- concat / split / slice / gather -------------------------------------------------------------

@@ -32,6 +32,13 @@ ACTIVATIONS = [
     case("exp", "Exp", [In((3, 40), low=-10, high=10)]),
     case("log", "Log", [POS]),
     case("sqrt", "Sqrt", [POS]),
+    case("abs", "Abs", [X]),
+    case("neg", "Neg", [X]),
+    case("neg-int", "Neg", [In((3, 4), "int64", -9, 9)]),
+    case("reciprocal", "Reciprocal", [POS]),
+    case("floor", "Floor", [In((3, 40), low=-5, high=5)]),
+    case("ceil", "Ceil", [In((3, 40), low=-5, high=5)]),
+    case("softplus", "Softplus", [In((3, 40), low=-30, high=30)]),
 ]
 
 CLIP = [
@@ -68,6 +75,10 @@ ARITHMETIC = [
     case("one", "Max", [X]),
     case("int32", "Max", [In((3, 4), "int32", -9, 9), In((4,), "int32", -9, 9)]),
     case("two", "Min", [X, In((1, 5))]),
+    case("three", "Sum", [In((4, 1)), X, In((5,))]),
+    case("one", "Sum", [X]),
+    case("two", "Mean", [X, In((3, 1, 1))]),
+    case("three", "Mean", [In((4, 5)), X, In((5,))]),
     case("three", "Min", [In((4, 1)), X, In((5,))]),
 ]
 
@@ -78,6 +89,7 @@ COMPARE = [
     case("nan", "IsNaN", [Given(np.array([[1.0, NAN, -2.0], [NAN, 0.0, np.inf]], np.float32))]),
     case("and", "And", [In((3, 4), "bool"), In((4,), "bool")]),
     case("not", "Not", [In((3, 4), "bool")]),
+    case("or", "Or", [In((3, 4), "bool"), In((4,), "bool")]),
     case("float-ties", "Equal", [Given(np.array([[1, 2, 3], [4, 5, 6]], np.float32)),
                                  Given(np.array([1, 0, 3], np.float32))]),
     case("int64", "Equal", [In((4, 5), "int64", 0, 3), In((5,), "int64", 0, 3)]),
@@ -105,6 +117,8 @@ CAST = [
     case("int32-to-int64", "Cast", [In((4, 6), "int32", -1000, 1000)], {"to": 7}),
     case("float16-to-float", "Cast", [In((4, 6), "float16")], {"to": 1}),
     case("opset11", "Cast", [X], {"to": 6}, opset=11),
+    case("like-int32", "CastLike", [In((4, 6), low=-100, high=100), Const(np.zeros(1, np.int32))], opset=15),
+    case("like-float16", "CastLike", [X, In((1,), "float16")], opset=15),
     case("identity", "Identity", [X]),
     case("dropout-mask", "Dropout", [X], n_outputs=2, opset=13),
     case("dropout-ratio-mask", "Dropout", [X, Const(np.float32(0.3)), Const(np.array(False))], n_outputs=2,

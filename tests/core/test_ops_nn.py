@@ -75,6 +75,8 @@ def _reduce_cases():
     rows += [
         case("int64", "ReduceSum", [In((3, 4), "int64", -9, 9), i64(1)], opset=13),
         case("opset11", "ReduceMean", [X], {"axes": [2, 3]}, opset=11),
+        case("attr-axes", "ReduceProd", [In((2, 3, 4, 5), low=0.5, high=1.5)], {"axes": [1, 3]}, opset=17),
+        case("input-axes", "ReduceProd", [In((2, 3, 4, 5), low=0.5, high=1.5), i64(-1)], {"keepdims": 0}, opset=18),
         case("argmax", "ArgMax", [X], {"axis": 2}),
         case("argmax-last", "ArgMax", [In((3, 6), "int32", 0, 2)], {"axis": 1, "keepdims": 0,
                                                                       "select_last_index": 1}),

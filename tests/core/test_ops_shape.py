@@ -172,3 +172,47 @@ def _resize_cases():
                          RESHAPES + CONCAT_SPLIT + SLICE_GATHER + PAD + _resize_cases())
 def test_op_matches_onnxruntime(op_type, inputs, attrs, kw):
     check_op(op_type, inputs, attrs, **kw)
+
+
+# ---- ops that compute from shapes or constants: folded at import, checked through a consumer -------
+def _folded_model(nodes, opset, inits=()):
+    """y = z + Cast(c, float) where the nodes compute c from x's shape or from constants; z is (1,)."""
+    from onnx import TensorProto, helper
+
+    from opcheck import make_model
+    nodes = list(nodes) + [helper.make_node("Cast", ["c"], ["cf"], to=TensorProto.FLOAT),
+                           helper.make_node("Add", ["z", "cf"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5]),
+              helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])]
+    return make_model(helper.make_graph(nodes, "m", inputs, [helper.make_empty_tensor_value_info("y")],
+                                        list(inits)), opset)
+
+
+def _check_folded(model):
+    from opcheck import assert_matches, ours, reference
+    from tpushell.core.onnx_import import import_onnx
+    assert {n.op_type for n in import_onnx(model).nodes} == {"Add"}
+    feeds = {"x": np.zeros((2, 3, 4, 5), np.float32), "z": np.array([0.25], np.float32)}
+    assert_matches(ours(model, feeds)["y"], reference(model, feeds)[0], "y")
+
+
+RANGES = [(0.5, 3.7, 0.4, np.float32), (0.0, 0.3, 0.1, np.float32), (0.0, 1.0, 0.1, np.float32),
+          (-1.5, 2.0, 0.7, np.float32), (10, 1, -3, np.int64), (2, 2, 1, np.int32), (-4, 9, 4, np.int32)]
+
+
+@pytest.mark.parametrize("start,limit,delta,dtype", RANGES, ids=[f"{a}-{b}-{c}" for a, b, c, _ in RANGES])
+def test_range_matches_onnxruntime(start, limit, delta, dtype):
+    from onnx import helper, numpy_helper
+    inits = [numpy_helper.from_array(np.array(v, dtype), n) for n, v in (("s", start), ("l", limit), ("d", delta))]
+    _check_folded(_folded_model([helper.make_node("Range", ["s", "l", "d"], ["c"])], 13, inits))
+
+
+def test_shape_derived_values_match_onnxruntime():
+    from onnx import helper, numpy_helper
+    for nodes in ([helper.make_node("Shape", ["x"], ["c"], start=1, end=-1)],
+                  [helper.make_node("Shape", ["x"], ["c"], start=-2)],
+                  [helper.make_node("Size", ["x"], ["c"])],
+                  [helper.make_node("Shape", ["x"], ["s"]),
+                   helper.make_node("ConstantOfShape", ["s"], ["c"],
+                                    value=numpy_helper.from_array(np.array([7], np.int64)))]):
+        _check_folded(_folded_model(nodes, 15))
