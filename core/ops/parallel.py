@@ -82,6 +82,16 @@ def parallel(jobs: Iterable[Job]) -> None:
             raise
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child has the pool object but none of its threads: start afresh on first use."""
+    global _pool, _blas_lock, _blas_users
+    _pool, _blas_lock, _blas_users = None, threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 @contextmanager
 def blas_single_threaded() -> Iterator[None]:
     """Hold every loaded BLAS to one thread (nested and concurrent uses restore it once)."""

@@ -76,3 +76,26 @@ def test_after_a_failed_job_no_new_job_starts():
     with pytest.raises(RuntimeError):
         par.parallel([boom] + [lambda i=i: slow(i) for i in range(100)])
     assert len(started) < 50
+
+
+@pytest.mark.skipif(par.THREADS < 2 or not hasattr(os, "fork"), reason="needs threads and fork")
+def test_a_forked_child_gets_a_working_pool():
+    barrier = threading.Barrier(par.THREADS)
+    par.parallel([lambda: barrier.wait(5)] * par.THREADS)     # every pool thread has started
+    pid = os.fork()
+    if pid == 0:                            # child: would wait forever on the parent's threads
+        try:
+            done = []
+            par.parallel([lambda: done.append(1)] * 4)
+            os._exit(0 if len(done) == 4 else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the forked child hung in parallel()")
