@@ -16,9 +16,14 @@ import numpy as np
 
 from . import quantmath as qm
 from .ir import Graph, Node
+from .ops import DEFAULT_OPSET, lookup
 from .qtype import QType
 from .ranges import is_upsample
 
+# Element-wise functions lowered to a 256-entry table of output codes, as the reference lowers
+# its activations (create_lookup_table): f evaluated in double on every input code.
+TABLE_OPS = ("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Erf", "Exp", "Softplus", "Abs",
+             "Neg", "Clip")
 SAME_SCALE = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Tile",
               "MaxPool", "Pad")
 
@@ -52,11 +57,12 @@ class Int8Op:
 
 @dataclass
 class RuleContext:
-    """What a rule may look at: the graph, the per-tensor int types, the options."""
+    """What a rule may look at: the graph, the per-tensor int types, the options, the opset."""
 
     graph: Graph
     home: Callable[[str], QType]       # tensor -> its int8/uint8 type; raises MissingRange
     asymmetric: bool = False
+    opset: int = DEFAULT_OPSET
 
 
 def lower_int8(node: Node, ctx: RuleContext) -> Int8Op:
@@ -138,6 +144,23 @@ def _zero_constant_pad(node: Node, graph: Graph) -> bool:
     return float(np.asarray(value).reshape(-1)[0]) == 0.0 if np.size(value) else True
 
 
+def _table(node: Node, ctx: RuleContext) -> Int8Op:
+    """An element-wise function as a lookup table from input codes to output codes."""
+    g = ctx.graph
+    acts = g.activation_inputs(node)
+    if len(acts) != 1 or node.inputs[0] != acts[0]:
+        raise NoInt8Rule(f"{node.op_type} with {len(acts)} data inputs has no INT8 rule")
+    tin, tout = ctx.home(acts[0]), ctx.home(node.outputs[0])
+    codes = np.arange(256, dtype=np.uint8)
+    real = ((codes.view(np.int8) if tin.signed else codes).astype(np.float64) - tin.zp) * tin.scale
+    args = [real] + [g.weights.get(t) if t else None for t in node.inputs[1:]]
+    with np.errstate(all="ignore"):
+        y = np.asarray(lookup(node.op_type, ctx.opset)(*args, **node.attrs), np.float64)
+        y = np.nan_to_num(y / tout.scale, nan=0.0, posinf=1e9, neginf=-1e9)
+    table = qm.to_codes(qm.round_half_away(y) + tout.zp, tout.signed)
+    return Int8Op((tin,), tout, "table", {"table": table})
+
+
 def _concat(node: Node, ctx: RuleContext) -> Int8Op:
     """D.8: inputs requantized to the output's scale (the planner inserts the MulShifts)."""
     if any(t in ctx.graph.weights for t in node.inputs):
@@ -176,4 +199,5 @@ RULES: dict[str, Callable[[Node, RuleContext], Int8Op]] = {
     "Concat": _concat,
     "Add": _add,
     **{t: _same_scale for t in SAME_SCALE},
+    **{t: _table for t in TABLE_OPS},
 }

@@ -3,8 +3,9 @@ ONNX attributes, weight slots, lowering numbers), so that a deployed model file,
 exactly that data, rebuilds the same functions.
 
 Kinds: `cast`, `requant` (int -> int MulShift), `float` (the op in F32/F16/BF16), and the INT8
-kinds of core/int8_rules.py: `conv`, `leaky_relu`, `relu`, `add`, `same_scale` (ops that move
-codes: MaxPool, Upsample, Concat, reshape-likes). Elementwise int8 functions become 256-entry
+kinds of core/int8_rules.py: `conv`, `leaky_relu`, `relu`, `add`, `table` (a 256-entry table
+of output codes: Sigmoid, Tanh, ...), `same_scale` (ops that move codes: MaxPool, Upsample,
+Concat, reshape-likes). Elementwise int8 functions become 256-entry
 lookup tables (exact by construction: the table is the function applied to every code).
 """
 from __future__ import annotations
@@ -104,6 +105,11 @@ def _add(*, out_types, params, **_) -> Kernel:
     return run
 
 
+def _table(*, params, **_) -> Kernel:
+    table = np.asarray(params["table"])
+    return lambda x: np.take(table, x.view(np.uint8))
+
+
 def _same_scale(*, op_type, attrs, slots, opset, **_) -> Kernel:
     # The F32 implementation works on codes unchanged (MaxPool pads with the lowest code).
     return with_slots(lookup(op_type, opset), slots, attrs)
@@ -112,4 +118,5 @@ def _same_scale(*, op_type, attrs, slots, opset, **_) -> Kernel:
 BUILDERS: dict[str, Callable[..., Kernel]] = {
     "cast": _cast, "requant": _requant, "float": _float, "conv": _conv,
     "leaky_relu": _leaky_relu, "relu": _relu, "add": _add, "same_scale": _same_scale,
+    "table": _table,
 }

@@ -186,7 +186,7 @@ class Lowerer:
         self.opset = int(graph.meta.get("opset", DEFAULT_OPSET))
         self._cache: dict[tuple, Step] = {}
         self._int8: dict[str, Int8Op | NoInt8Rule | MissingRange] = {}
-        self._ctx = RuleContext(graph, self.home, asymmetric)
+        self._ctx = RuleContext(graph, self.home, asymmetric, self.opset)
 
     # ---- public ---------------------------------------------------------------------------------
     def plan(self, mode: str = "INT8", qtable: QTable | None = None,
@@ -324,7 +324,7 @@ class _PlanBuilder:
         common = dict(attrs=node.attrs, opset=self.lw.opset, op=node.name, note=note, key=key)
         if int8 is not None:
             # Integer kernels take their weights from `params`: no float weights are kept.
-            slots = self._slots(node, mode) if int8.kind == "same_scale" else ()
+            slots = self._slots(node, mode) if int8.kind in ("same_scale", "table") else ()
             return Step(node.name, node.op_type, "INT8", inputs, outs, in_types, out_types,
                         int8.kind, slots=slots, params=int8.params, **common)
         return Step(node.name, node.op_type, mode, inputs, outs, in_types, out_types, "float",

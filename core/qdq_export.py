@@ -158,6 +158,9 @@ class _Builder:
     def _same_scale(self, s: Step) -> None:
         self._int8_op(s, self._weights(s, "f32"), s.attrs)
 
+    def _table(self, s: Step) -> None:
+        self._int8_op(s, self._weights(s, "f32"), s.attrs)
+
     def _relu(self, s: Step) -> None:
         self._int8_op(s, [None], s.attrs)
 

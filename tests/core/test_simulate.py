@@ -283,3 +283,32 @@ def test_asymmetric_plan(graph):
     x = samples(3, seed=17)
     out = simulate(plan, {"input_1": x})["out_Transpose"]
     assert cosine(out, run(graph, {"input_1": x})["out_Transpose"]) > 0.99
+
+
+def test_activation_tables_hold_the_function_of_every_code():
+    from onnx import TensorProto, helper, numpy_helper
+    from tpushell.core.onnx_import import import_onnx
+    w = numpy_helper.from_array(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3, 1, 1), "w")
+    lo, hi = numpy_helper.from_array(np.float32(-0.5), "lo"), numpy_helper.from_array(np.float32(2), "hi")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Tanh", ["c"], ["t"]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["k"]),
+             helper.make_node("Concat", ["s", "t", "k"], ["y"], axis=1)]
+    g = helper.make_graph(nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                       [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 4, 4])],
+                          [w, lo, hi])
+    graph = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    x = (np.random.default_rng(4).standard_normal((2, 3, 4, 4)) * 2).astype(np.float32)
+    plan = Lowerer(graph, max_table(graph, x)).plan("INT8")
+    assert plan.float_ops() == {}
+    s = plan.steps["s_Sigmoid"]
+    assert s.kind == "table" and s.out_types[0].kind == "uint8"
+    assert s.out_types[0].scale == pytest.approx(1 / 255)     # D.1: Sigmoid is [0, 1]
+    tin, tout = s.in_types[0], s.out_types[0]
+    codes = np.arange(-128, 128).astype(np.int8)
+    real = codes.astype(np.float64) * tin.scale
+    expect = np.clip(np.floor(1 / (1 + np.exp(-real)) / tout.scale + 0.5), 0, 255)
+    assert s.run([codes])[0].tolist() == expect.astype(np.uint8).tolist()
+    out = simulate(plan, {"x": x})["y_Concat"]
+    assert cosine(out, run(graph, {"x": x})["y_Concat"]) > 0.999
