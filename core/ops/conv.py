@@ -80,7 +80,9 @@ def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.
     y = np.empty((n, m, int(np.prod(out_sp))), dtype=dtype)
     bias = None if b is None else b.astype(dtype, copy=False).reshape(m, 1)
     cg, mg = c // group, m // group
-    if group == c and cg == 1 and mg == 1 and group > 1:
+    if y.size == 0:
+        pass
+    elif group == c and cg == 1 and mg == 1 and group > 1:
         _depthwise(xp, w, kernel, strides, dilations, out_sp, y)
         if bias is not None:
             y += bias

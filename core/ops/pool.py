@@ -38,7 +38,7 @@ def max_pool(x, kernel, strides, dilations, begin, end, out_sp, pad_value):
     """
     planes = x.reshape((1, -1) + x.shape[2:])
     y = np.empty(planes.shape[:2] + tuple(out_sp), x.dtype)
-    step = max(1, POOL_BLOCK_BYTES // max(1, planes[0, 0].nbytes))
+    step = max(1, POOL_BLOCK_BYTES // max(1, int(np.prod(x.shape[2:])) * x.itemsize))
     parallel(partial(_max_pool_block, planes[:, p:p + step], y[:, p:p + step], kernel, strides,
                      dilations, begin, end, pad_value) for p in range(0, planes.shape[1], step))
     return y.reshape(x.shape[:2] + tuple(out_sp))

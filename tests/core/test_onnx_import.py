@@ -186,7 +186,7 @@ def mini_cnn(batch: int) -> onnx.ModelProto:
                        inits)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 0])
 def test_mini_cnn_matches_onnxruntime_at_any_batch(batch):
     ort_model = mini_cnn(batch)
     graph = import_onnx(mini_cnn(1))          # imported once at batch 1, run at `batch`
