@@ -1,14 +1,45 @@
 """Dense layers, normalisation, softmax and reductions."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from . import op
+from .parallel import THREADS, parallel
+
+# Multiply-adds from which a matrix product is cut into blocks for the op threads (parallel.py
+# says why not BLAS's threads); below it, handing out the blocks costs more than it saves.
+PARALLEL_MACS = 1 << 22
+
+
+def matmul(a, b):
+    """np.matmul(a, b), large 2-d-weight products cut into row or column blocks on every thread.
+
+    The block is cut along the side that leaves the smaller operand whole: each block's GEMM
+    repacks the whole of the other operand. Every output element is the same dot product.
+    """
+    if THREADS == 1 or b.ndim != 2 or a.ndim < 2 or a.shape[-1] != b.shape[0]:
+        return np.matmul(a, b)
+    a2 = a.reshape(-1, a.shape[-1])
+    (rows, k), cols = a2.shape, b.shape[1]
+    if rows * k * cols < PARALLEL_MACS:
+        return np.matmul(a, b)
+    y = np.empty((rows, cols), np.result_type(a.dtype, b.dtype))
+    parts = 2 * THREADS
+    if rows < cols:
+        step = -(-cols // parts)
+        jobs = (partial(np.matmul, a2, b[:, c:c + step], out=y[:, c:c + step]) for c in range(0, cols, step))
+    else:
+        step = -(-rows // parts)
+        jobs = (partial(np.matmul, a2[r:r + step], b, out=y[r:r + step]) for r in range(0, rows, step))
+    parallel(jobs)
+    return y.reshape(a.shape[:-1] + (cols,))
 
 
 @op("MatMul")
 def MatMul(a, b, *, _relu=0):
-    y = np.matmul(a, b)
+    y = matmul(a, b)
     return np.maximum(y, 0, out=y) if _relu else y
 
 
@@ -16,7 +47,7 @@ def MatMul(a, b, *, _relu=0):
 def Gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0, _relu=0):
     a = a.T if transA else a
     b = b.T if transB else b
-    y = np.matmul(a, b)
+    y = matmul(a, b)
     if alpha != 1.0:
         y = y * np.asarray(alpha, y.dtype)
     if c is not None:
