@@ -18,13 +18,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from .chips import CHIP_NAMES
-from .errors import OptionError, StateError
+from .errors import OptionError, StateError, did_you_mean
 from .interpreter import run as run_graph
 from .ir import Graph
 from .preprocess import PreprocessConfig
 from .precision import Edit, EditHistory
 from .progress import ProgressFn
-from .tables import LossTable, QTable, QTableDiff
+from .tables import CalibrationTable, LossTable, QTable, QTableDiff
 
 FP_TYPES = ("auto", "F16", "BF16", "F32")
 COSINE_SCALES = ("true", "reference")
@@ -79,6 +79,8 @@ class Session:
         self.edits = EditHistory()               # undo / redo of qtable edits
         self.loss_table: LossTable | None = None  # of the last search
         self._working: tuple[tuple, Any] | None = None
+        self.calibration: CalibrationTable | None = None   # thresholds per tensor (calibrate / load)
+        self.calibration_stats = None            # calibrate.Statistics of the last calibrate()
 
     # ---- model ---------------------------------------------------------------------------------
     @property
@@ -129,6 +131,69 @@ class Session:
         if quantized:
             return self.simulate(x, outputs=outputs, keep_all=keep_all)
         return run_graph(self.model, self.feeds(x), outputs, keep_all=keep_all)
+
+    # ---- calibration (core/calibrate.py, core/tables.py) -------------------------------------------
+    def calibrate(self, dataset: str | os.PathLike | None = None, *,
+                  data_list: str | os.PathLike | None = None, input_num: int = 0, method: str = "kl",
+                  tune_num: int = 5, tune_list: str | os.PathLike | None = None,
+                  histogram_bin_num: int = 2048, tune_steps: int = 20,
+                  all_methods: bool = False, histogram: str = "two_pass") -> CalibrationTable:
+        """Thresholds for every tensor from a dataset folder or list (run_calibration.py); KLD with
+        auto-tuning on the first `tune_num` samples by default, or max, percentile9999, mse,
+        aciq_gauss, aciq_laplace. Sets `self.calibration`; `all_methods` (slower) keeps every
+        method's statistics so `plot_histogram` can compare them; `histogram="one_pass"` with
+        `tune_steps=21` reproduces TPU-MLIR 1.30.2's tables (order-dependent)."""
+        from .calibrate import calibrate_samples
+        from .dataset import select_samples
+        samples = select_samples(dataset, data_list, input_num)
+        tune = select_samples(data_list=tune_list) if tune_list is not None else None
+        table, stats = calibrate_samples(self.model, samples, method=method, tune_samples=tune,
+                                         tune_num=tune_num, bins=histogram_bin_num,
+                                         tune_steps=tune_steps, all_methods=all_methods,
+                                         histogram=histogram, progress=self.progress)
+        self.calibration, self.calibration_stats = table, stats
+        return table
+
+    def load_calibration(self, path: str | os.PathLike) -> CalibrationTable:
+        """Read a calibration table (ours or the reference's); every float tensor of the loaded model
+        needs a row, else CalibrationError naming the file and the missing tensors."""
+        from .calibrate import check_table
+        from .tables import read_calibration_table
+        table = read_calibration_table(path)
+        if self.graph is not None:
+            check_table(self.graph, table)
+        self.calibration, self.calibration_stats = table, None
+        return table
+
+    def save_calibration(self, path: str | os.PathLike) -> str:
+        """Write the session's calibration table (v1.3 format, atomically); returns the path."""
+        from .tables import write_calibration_table
+        if self.calibration is None:
+            raise StateError("no calibration yet; run `calibrate DATASET` or `load_calibration FILE`")
+        write_calibration_table(path, self.calibration)
+        return os.fspath(path)
+
+    def plot_histogram(self, tensor: str):
+        """Figure: `tensor`'s |x| histogram from the last calibrate(), with |min|, max, each
+        collected method's threshold and the table's threshold."""
+        from .calibrate import method_thresholds
+        from .plots.calibration import histogram_figure
+        stats = self.calibration_stats
+        if stats is None:
+            raise StateError("no calibration statistics; run `calibrate DATASET` first (a loaded "
+                             "table has no histograms)")
+        if tensor not in stats.tensors:
+            raise OptionError(f"no calibrated tensor '{tensor}'{did_you_mean(tensor, stats.tensors)}")
+        row = self.calibration.rows.get(tensor) if self.calibration is not None else None
+        return histogram_figure(stats.tensors[tensor], method_thresholds(stats, tensor),
+                                tuned=row.threshold if row is not None else None)
+
+    def plot_calibration(self):
+        """Figure: threshold / absmax of every tensor of the calibration table."""
+        from .plots.calibration import table_figure
+        if self.calibration is None:
+            raise StateError("no calibration yet; run `calibrate DATASET` or `load_calibration FILE`")
+        return table_figure(self.calibration)
 
     # ---- detection (core/detect.py) ---------------------------------------------------------------
     def detector(self, model: str | os.PathLike = "f32"):

@@ -129,11 +129,23 @@ def read_calibration_table(path: str | os.PathLike) -> CalibrationTable:
 
 
 def format_calibration_table(table: CalibrationTable, *, sample_number: int | None = None,
-                             tune_number: int | None = None, histogram_bins: int = 2048,
+                             tune_number: int | None = None, histogram_bins: int | None = None,
                              when: datetime.datetime | None = None) -> str:
-    """The v1.3 text (the misspelt 'genetated' is the original's), rows '%.7f'."""
+    """The v1.3 text (the misspelt 'genetated' is the original's), rows '%.7f'.
+
+    Header numbers not given are taken from `table.header` (what calibration or a read recorded).
+    A method other than kl is named in a comment line, as 1.30.2 does.
+    """
     when = when or datetime.datetime.now()
-    lines = [f"# genetated time: {when}", f"# histogram number: {histogram_bins}"]
+    header = table.header
+    sample_number = header.get("sample number") if sample_number is None else sample_number
+    tune_number = header.get("tune number") if tune_number is None else tune_number
+    histogram_bins = header.get("histogram number", 2048) if histogram_bins is None else histogram_bins
+    lines = [f"# genetated time: {when}"]
+    method = header.get("quantization threshold calculation method", "kl")
+    if method.strip("[]'\"") != "kl":
+        lines.append(f"# quantization threshold calculation method: {method}")
+    lines.append(f"# histogram number: {histogram_bins}")
     if sample_number is not None:
         lines.append(f"# sample number: {sample_number}")
     if tune_number is not None:
@@ -146,6 +158,10 @@ def format_calibration_table(table: CalibrationTable, *, sample_number: int | No
         lines += [f"{n} {r.threshold:.7f} {r.min:.7f} {r.max:.7f}" for n, r in table.int4_rows.items()]
     if table.asym_ops:
         lines += ["", "#asym_op"] + list(table.asym_ops)
+    if table.weight_scales:
+        lines += ["", "#weight_scale"]
+        lines += [" ".join([n, str(len(v))] + [repr(float(x)) for x in v])
+                  for n, v in table.weight_scales.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,190 @@
+"""Threshold math of the reference calibrator (tpu-mlir-reference.md C.2-C.5), as pure functions.
+
+    width = bin_width(absmax, 2048)
+    h = abs_histogram(x, width, 2048)              # |x| histogram, exact zeros removed
+    th = min(kld_threshold(h, width), absmax)      # C.3
+    ths = tune_candidates(th, absmax)              # C.4: th + k*(absmax-th)/20, k = 0..20
+
+Everything here works on numpy arrays and floats; nothing knows about graphs or files.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MIN_THRESHOLD = 1e-5      # a threshold or absmax at or below this is written as 1e-5
+KLD_TARGET_BINS = 128     # int8: the KLD quantizes the histogram to 128 levels
+TUNE_STEPS = 20           # v1.3: candidates th_min + k*step, k = 0..20
+MIN_TUNED_DIFF = 0.01     # absmax - th_min at or below this is not worth tuning
+PERCENTILE_FIRST, PERCENTILE_LAST = 99.99, 99.999999
+MSE_ITERATIONS, MSE_TOLERANCE = 20, 1e-6
+ACIQ_GAUSS_ALPHA = {8: 3.92403337, 4: 2.55913642}
+ACIQ_LAPLACE_BETA = {8: 9.89675982, 4: 5.02864014}
+
+
+# ---- histogram and KLD (C.2, C.3) ----------------------------------------------------------------
+def bin_width(absmax: float, bins: int) -> np.float32:
+    """Width of one histogram bin, absmax/(bins-1), as the float32 the reference divides by."""
+    return np.float32(absmax / (bins - 1))
+
+
+def abs_histogram(x: np.ndarray, width: float, bins: int, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Counts of floor(|x|/width + 0.5) over `bins` bins with exact zeros left out (int64).
+
+    `scratch`, a float32 buffer of x's size, avoids an allocation per call.
+    Example: abs_histogram(np.array([0, .5, -1, 1]), 0.5, 3) -> [0, 1, 2].
+    """
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x, out=scratch.reshape(x.shape) if scratch is not None else None)
+    np.divide(a, np.float32(width), out=a)
+    a += np.float32(0.5)
+    idx = a.astype(np.uint16 if bins <= 1 << 16 else np.intp).ravel()
+    np.minimum(idx, bins - 1, out=idx)        # float rounding may push absmax itself a hair past
+    hist = np.bincount(idx, minlength=bins).astype(np.int64)
+    hist[0] -= np.count_nonzero(x == 0)
+    return hist
+
+
+def kl_divergences(hist: np.ndarray, target_bins: int = KLD_TARGET_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """KL(P||Q) of every candidate cut i = 128, 256, ... (log10, no smoothing, C.3).
+
+    The histogram is zero-padded to a multiple of `target_bins`. P keeps bins < i-1 and folds all
+    outliers into bin i-1; Q spreads each of the `target_bins` groups' mass evenly over the group's
+    non-zero bins. Returns (cut sizes, divergences).
+    """
+    h = np.asarray(hist, dtype=np.float64)
+    h = np.concatenate([h, np.zeros(-len(h) % target_bins)])
+    total = h.sum()
+    sizes = np.arange(target_bins, len(h) + 1, target_bins)
+    kl = np.empty(len(sizes))
+    suffix = np.cumsum(h[::-1])[::-1]         # suffix[j] = sum(h[j:])
+    for m, i in enumerate(sizes):
+        p = h[:i].copy()
+        p[i - 1] = suffix[i - 1]
+        p /= total
+        inside = h[:i].sum()
+        groups = h[:i].reshape(target_bins, -1)
+        nonzero = groups != 0
+        counts = np.maximum(nonzero.sum(axis=1, keepdims=True), 1)
+        q = np.zeros_like(groups)
+        if inside > 0:
+            q = np.where(nonzero, groups.sum(axis=1, keepdims=True) / (counts * inside), 0.0)
+        q = q.ravel()
+        kl[m] = np.sum(p * (np.log10(p + 1e-30) - np.log10(q + 1e-30)))
+    return sizes, kl
+
+
+def kld_threshold(hist: np.ndarray, width: float, target_bins: int = KLD_TARGET_BINS) -> float:
+    """width * (bins kept at the first minimum of the KL divergence); 0 for an empty histogram.
+
+    The caller clamps it to absmax (the last candidate is absmax * 2048/2047).
+    """
+    if np.sum(hist) == 0:
+        return 0.0
+    sizes, kl = kl_divergences(hist, target_bins)
+    return float(width) * int(sizes[int(np.argmin(kl))])
+
+
+# ---- tuning (C.4) -------------------------------------------------------------------------------
+def tune_candidates(th_min: float, absmax: float, steps: int = TUNE_STEPS) -> np.ndarray | None:
+    """th_min + k*(absmax-th_min)/steps for k = 0..steps, or None when not worth tuning."""
+    if absmax - th_min <= MIN_TUNED_DIFF or steps <= 0:
+        return None
+    step = (absmax - th_min) / steps
+    return th_min + step * np.arange(steps + 1)
+
+
+def fake_quant_int8(x: np.ndarray, threshold: float) -> np.ndarray:
+    """The tuner's fake quantization: clip(round_half_even(x*127/th), -128, 127) / (127/th).
+
+    Always signed int8, even for non-negative tensors (reference J.4, J.7).
+    """
+    scale = np.float32(127.0 / threshold)
+    q = np.rint(np.asarray(x, dtype=np.float32) * scale)
+    np.clip(q, -128, 127, out=q)
+    q /= scale
+    return q
+
+
+def relative_l2_distance(ref: np.ndarray, out: np.ndarray, samples: int) -> float:
+    """Mean over `samples` equal slices of axis 0 of ||ref - out||_2 / ||ref||_1 (inf when ref is 0)."""
+    r = np.asarray(ref, dtype=np.float32).reshape(samples, -1)
+    o = np.asarray(out, dtype=np.float32).reshape(samples, -1)
+    diff = np.linalg.norm((r - o).astype(np.float64), axis=1)
+    norm1 = np.abs(r).sum(axis=1, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(norm1 > 0, diff / norm1, np.where(diff > 0, np.inf, 0.0))
+    return float(d.mean())
+
+
+def best_candidate(distances: np.ndarray) -> int:
+    """Index of the first strict minimum (a candidate must beat every earlier one); NaN never wins."""
+    d = np.where(np.isnan(distances), np.inf, distances)
+    return int(np.argmin(d))
+
+
+# ---- other methods (C.5) ------------------------------------------------------------------------
+def mse_threshold(x: np.ndarray, bits: int = 8) -> float:
+    """Per-sample MSE-optimal clipping threshold by fixed-point iteration on |x| (C.5 'mse')."""
+    a = np.abs(np.asarray(x, dtype=np.float32).ravel())
+    nonzero = np.count_nonzero(a)
+    if nonzero == 0:
+        return 0.0
+    unsigned = 4.0 if abs(float(x.min())) < 1e-6 else 1.0
+    noise = 1.0 / (4.0 ** bits) / 3.0 / unsigned
+    s = float(a.sum()) / nonzero
+    for _ in range(MSE_ITERATIONS):
+        above = a > s
+        n_above = np.count_nonzero(above)
+        if n_above == 0:
+            break
+        s_next = float(np.sum(a, where=above)) / (noise * (a.size - n_above) + n_above)
+        if abs(s_next - s) < MSE_TOLERANCE:
+            break
+        s = s_next
+    return s
+
+
+def aciq_gauss_threshold(lo: float, hi: float, size: int, bits: int = 8) -> float:
+    """ACIQ for a Gaussian: alpha * std, std estimated from the range of `size` values."""
+    const = 0.5 * 0.35 * (1 + math.sqrt(math.pi * math.log(4)))
+    std = (hi - lo) * const / math.sqrt(2 * math.log(size)) if size > 1 else 0.0
+    return ACIQ_GAUSS_ALPHA[bits] * std
+
+
+def aciq_laplace_threshold(x: np.ndarray, bits: int = 8) -> float:
+    """ACIQ for a Laplace distribution: beta * mean(|x - mean(x)|)."""
+    x = np.asarray(x, dtype=np.float32)
+    return ACIQ_LAPLACE_BETA[bits] * float(np.mean(np.abs(x - x.mean())))
+
+
+def percentile_of(index: int, count: int) -> float:
+    """The percentile of the index-th of `count` tensors: 99.99 rising to 99.999999 (C.5)."""
+    return PERCENTILE_FIRST + index * (PERCENTILE_LAST - PERCENTILE_FIRST) / count
+
+
+def percentile_tail_length(total: int, percentile: float) -> int:
+    """How many extreme values per side the percentile needs: int(total*(1-p/100)) + 1."""
+    return int(total * (1 - percentile / 100)) + 1
+
+
+def percentile_from_tails(top: np.ndarray, bottom: np.ndarray, total: int,
+                          percentile: float) -> tuple[float, float]:
+    """(low, high) percentile values of `total` values from their k smallest and k largest.
+
+    `top` holds the k largest values sorted descending, `bottom` the k smallest ascending; the value
+    is interpolated between the k-th and (k-1)-th most extreme ones, as the reference does.
+    """
+    pos = percentile / 100 * (total - 1)
+    ratio = pos - int(pos)
+    k = len(top)
+
+    def at(tail: np.ndarray) -> float:
+        return float(tail[k - 1]) if k == 1 else float(tail[k - 1] + ratio * (tail[k - 2] - tail[k - 1]))
+    return at(bottom), at(top)
+
+
+def table_threshold(th: float) -> float:
+    """A threshold as written to a table: at least 1e-5, and 1e-5 for NaN."""
+    return th if th > MIN_THRESHOLD else MIN_THRESHOLD
