@@ -13,6 +13,7 @@ import sys
 
 M_TRIM_THRESHOLD = -1     # mallopt parameter numbers, from glibc's malloc.h
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 TRIM_THRESHOLD = 1 << 30  # free heap top kept for reuse, in bytes
 
 
@@ -25,4 +26,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     # musl has a mallopt that does nothing and returns 0; glibc returns 1 on success.
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    # One arena: worker threads (calibration, image loading) would otherwise each get an arena
+    # of their own that keeps its own peak, and the process would keep the sum of the peaks.
+    return (bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            and bool(mallopt(M_ARENA_MAX, 1)))
