@@ -29,19 +29,36 @@ def bin_width(absmax: float, bins: int) -> np.float32:
     return np.float32(absmax / (bins - 1))
 
 
-def abs_histogram(x: np.ndarray, width: float, bins: int, scratch: np.ndarray | None = None) -> np.ndarray:
+class Scratch:
+    """Work buffers reused by abs_histogram across calls (fresh big arrays cost page faults)."""
+
+    def __init__(self) -> None:
+        self.values = np.empty(0, np.float32)
+        self.bins = np.empty(0, np.intp)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.values.size < n:
+            self.values, self.bins = np.empty(n, np.float32), np.empty(n, np.intp)
+        return self.values[:n], self.bins[:n]
+
+
+def abs_histogram(x: np.ndarray, width: float, bins: int, scratch: Scratch | None = None) -> np.ndarray:
     """Counts of floor(|x|/width + 0.5) over `bins` bins with exact zeros left out (int64).
 
-    `scratch`, a float32 buffer of x's size, avoids an allocation per call.
+    Values past the last bin (absmax itself, by a float rounding) count in the last bin.
     Example: abs_histogram(np.array([0, .5, -1, 1]), 0.5, 3) -> [0, 1, 2].
     """
     x = np.asarray(x, dtype=np.float32)
-    a = np.abs(x, out=scratch.reshape(x.shape) if scratch is not None else None)
+    values, index = (scratch or Scratch()).take(x.size)
+    a = values.reshape(x.shape)
+    np.abs(x, out=a)
     np.divide(a, np.float32(width), out=a)
     a += np.float32(0.5)
-    idx = a.astype(np.uint16 if bins <= 1 << 16 else np.intp).ravel()
-    np.minimum(idx, bins - 1, out=idx)        # float rounding may push absmax itself a hair past
-    hist = np.bincount(idx, minlength=bins).astype(np.int64)
+    np.copyto(index, values, casting="unsafe")      # truncation = floor for these non-negatives
+    hist = np.bincount(index, minlength=bins)
+    if len(hist) > bins:
+        hist[bins - 1] += hist[bins:].sum()
+        hist = hist[:bins]
     hist[0] -= np.count_nonzero(x == 0)
     return hist
 
@@ -95,27 +112,43 @@ def tune_candidates(th_min: float, absmax: float, steps: int = TUNE_STEPS) -> np
     return th_min + step * np.arange(steps + 1)
 
 
-def fake_quant_int8(x: np.ndarray, threshold: float) -> np.ndarray:
+def fake_quant_int8(x: np.ndarray, threshold: float, out: np.ndarray | None = None) -> np.ndarray:
     """The tuner's fake quantization: clip(round_half_even(x*127/th), -128, 127) / (127/th).
 
-    Always signed int8, even for non-negative tensors (reference J.4, J.7).
+    Always signed int8, even for non-negative tensors (reference J.4, J.7). `out` may be given.
     """
     scale = np.float32(127.0 / threshold)
-    q = np.rint(np.asarray(x, dtype=np.float32) * scale)
-    np.clip(q, -128, 127, out=q)
+    q = np.multiply(x, scale, out=out, dtype=np.float32)
+    np.clip(q, -128, 127, out=q)          # clip before rounding: same result, bounds are integers
+    np.rint(q, out=q)
     q /= scale
     return q
 
 
-def relative_l2_distance(ref: np.ndarray, out: np.ndarray, samples: int) -> float:
-    """Mean over `samples` equal slices of axis 0 of ||ref - out||_2 / ||ref||_1 (inf when ref is 0)."""
-    r = np.asarray(ref, dtype=np.float32).reshape(samples, -1)
-    o = np.asarray(out, dtype=np.float32).reshape(samples, -1)
-    diff = np.linalg.norm((r - o).astype(np.float64), axis=1)
-    norm1 = np.abs(r).sum(axis=1, dtype=np.float64)
+def l1_norms(ref: np.ndarray, samples: int) -> np.ndarray:
+    """||ref||_1 of each of `samples` equal slices of axis 0."""
+    return np.abs(ref.reshape(samples, -1)).sum(axis=1, dtype=np.float64)
+
+
+def l2_distances(ref: np.ndarray, outs: np.ndarray) -> np.ndarray:
+    """||ref - out||_2 of each sample (slices of ref's axis 0 as `outs` has them on its axis 1) of
+    each candidate output (axis 0 of `outs`): a (candidates, samples) array. `outs` is overwritten.
+    """
+    samples = outs.shape[1]
+    diff = outs.reshape(len(outs), samples, -1)
+    diff -= ref.reshape(1, samples, -1)
+    return np.sqrt([[np.dot(d, d) for d in rows] for rows in diff])   # float32 dot, as the reference
+
+
+def mean_relative_distances(l2: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Per candidate, the mean over samples of ||ref - out||_2 / ||ref||_1 (`l2` from l2_distances,
+    `norms` from l1_norms); inf where ref is 0 but out is not.
+
+    Example: l2 [[1, 0]], norms [2, 2] -> [(1/2 + 0)/2].
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.where(norm1 > 0, diff / norm1, np.where(diff > 0, np.inf, 0.0))
-    return float(d.mean())
+        d = np.where(norms > 0, l2 / norms, np.where(l2 > 0, np.inf, 0.0))
+    return d.mean(axis=1)
 
 
 def best_candidate(distances: np.ndarray) -> int:

@@ -12,7 +12,10 @@ observer does the tuning, so only the interpreter's live tensors are held at any
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -23,9 +26,10 @@ from .ops import DEFAULT_OPSET, as_tuple, lookup
 from .progress import Progress, ProgressFn
 from .quantmath import fake_quant_weights
 from .tables import CalibrationTable
+from .ops.parallel import THREADS, blas_single_threaded, inline
 
-# Bytes of candidate inputs + outputs evaluated in one call of the op.
-CHUNK_BYTES = 64 << 20
+# Bytes of candidate inputs + outputs evaluated in one call of the op (per worker thread).
+CHUNK_BYTES = 32 << 20
 # Ops that treat every item of axis 0 independently, so candidates can be stacked on it.
 PER_SAMPLE_OPS = {"Conv", "ConvTranspose", "Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool",
                   "GlobalAveragePool", "GlobalMaxPool", "Sigmoid", "Tanh", "Clip", "HardSigmoid",
@@ -60,12 +64,16 @@ def _stackable(node: Node, ndim: int) -> bool:
 
 
 class _Tuner:
-    """The observer that tunes the producers of each op as the FP32 forward reaches it."""
+    """The observer that hands each op's tuning to `submit` as the FP32 forward reaches it.
+
+    Which producers an op tunes depends on the graph only, and a threshold keeps the largest
+    proposal, so the evaluations can run in any order, on any thread.
+    """
 
     def __init__(self, graph: Graph, table: CalibrationTable, samples: int, steps: int,
-                 progress: Progress) -> None:
+                 submit: Callable[[Callable[[], list[tuple[str, float]]]], None]) -> None:
         self.graph, self.table, self.samples, self.steps = graph, table, samples, steps
-        self.progress = progress
+        self.submit = submit
         self.opset = int(graph.meta.get("opset", DEFAULT_OPSET))
         self.kld = {name: row.threshold for name, row in table.rows.items()}
         self.tuned: set[str] = set()
@@ -79,13 +87,21 @@ class _Tuner:
         pre = self.producers(node)
         if not pre:
             return
+        targets: list[str] = []
         if isinstance(outs[0], np.ndarray) and outs[0].dtype.kind == "f":
             targets = pre[:1] if all(t in self.tuned for t in pre) else \
                 [t for t in pre if t not in self.tuned]
-            for target in targets:
-                self.tune(node, ins, outs[0], target)
-                self.tuned.add(target)
-        self.progress.advance()
+            self.tuned.update(targets)
+        ref = outs[0]
+        self.submit(lambda: [(t, self.tune(node, ins, ref, t)) for t in targets])
+
+    def tune(self, node: Node, ins: Sequence[Any], ref: np.ndarray, target: str) -> float:
+        """The best candidate threshold for `target` as seen by E = `node` (its KLD if untuned)."""
+        row = self.table.rows[target]
+        candidates = th.tune_candidates(self.kld[target], max(abs(row.min), abs(row.max)), self.steps)
+        if candidates is None:
+            return self.kld[target]
+        return float(candidates[th.best_candidate(self.distances(node, ins, ref, candidates))])
 
     def weights(self, node: Node, ins: Sequence[Any]) -> list[Any]:
         """E's inputs with its weight operand fake-quantized (cached per weight)."""
@@ -98,43 +114,85 @@ class _Tuner:
             args[1] = self.fake_weights[name]
         return args
 
-    def tune(self, node: Node, ins: Sequence[Any], ref: np.ndarray, target: str) -> None:
-        row = self.table.rows[target]
-        candidates = th.tune_candidates(self.kld[target], max(abs(row.min), abs(row.max)), self.steps)
-        if candidates is None:
-            return
-        distances = self.distances(node, ins, ref, candidates)
-        best = float(candidates[th.best_candidate(distances)])
-        if best > row.threshold:
-            row.threshold = best
-
     def distances(self, node: Node, ins: Sequence[Any], ref: np.ndarray,
                   candidates: np.ndarray) -> np.ndarray:
-        """The distance of E's output from `ref` for every candidate threshold."""
+        """The distance of E's output from `ref` for every candidate threshold.
+
+        When E treats samples independently, candidates are stacked on the batch axis (a deep
+        Conv then runs as a few large GEMMs) and large tensors are split by samples, so that one
+        call holds about CHUNK_BYTES of quantized inputs and outputs.
+        """
         args = self.weights(node, ins)
         quantized = [i for i, t in enumerate(node.inputs) if t in self.table and t not in self.graph.weights]
         fn = lookup(node.op_type, self.opset)
-        per_candidate = ref.nbytes + sum(args[i].nbytes for i in quantized)
-        chunk = max(1, CHUNK_BYTES // max(per_candidate, 1)) if _stackable(node, ref.ndim) else 1
-        result = []
-        for start in range(0, len(candidates), chunk):
-            group = candidates[start:start + chunk]
-            call = list(args)
-            for i in quantized:
-                call[i] = np.concatenate([th.fake_quant_int8(ins[i], c) for c in group])
-            out = as_tuple(fn(*call, **node.attrs))[0].reshape((len(group),) + ref.shape)
-            result += [th.relative_l2_distance(ref, o, self.samples) for o in out]
-        return np.array(result)
+        samples, batch = self.samples, len(ref) // self.samples
+        one = (2 * ref.nbytes + sum(ins[i].nbytes for i in quantized)) // samples
+        per_call = max(1, CHUNK_BYTES // max(one, 1)) if _stackable(node, ref.ndim) else samples
+        count = min(samples, per_call)                        # samples per call
+        group = max(1, per_call // samples) if count == samples else 1   # candidates per call
+        l2 = np.empty((len(candidates), samples))
+        for s0 in range(0, samples, count):
+            rows = slice(s0 * batch, (s0 + count) * batch)
+            part = {i: ins[i][rows] for i in quantized}
+            buffers = {i: np.empty((min(group, len(candidates)),) + x.shape, np.float32)
+                       for i, x in part.items()}
+            for c0 in range(0, len(candidates), group):
+                chosen = candidates[c0:c0 + group]
+                call = list(args)
+                for i, x in part.items():
+                    for j, c in enumerate(chosen):
+                        th.fake_quant_int8(x, c, out=buffers[i][j])
+                    call[i] = buffers[i][:len(chosen)].reshape((-1,) + x.shape[1:])
+                out = as_tuple(fn(*call, **node.attrs))[0]
+                if any(np.may_share_memory(out, a) for a in call if isinstance(a, np.ndarray)):
+                    out = out.copy()      # a view of an input (Reshape-like E): keep inputs intact
+                sub = ref[rows]
+                l2[c0:c0 + len(chosen), s0:s0 + count] = th.l2_distances(
+                    sub, out.reshape((len(chosen), len(sub) // batch) + (-1,)))
+        return th.mean_relative_distances(l2, th.l1_norms(ref, samples))
+
+
+def _inline(job: Callable[[], Any]) -> Any:
+    with inline():                # the op's blocks stay on this worker: each core has a job
+        return job()
 
 
 def tune_table(graph: Graph, table: CalibrationTable, feeds: dict[str, np.ndarray], *,
                steps: int = th.TUNE_STEPS, progress: ProgressFn | None = None) -> int:
     """Raise the thresholds of `table` in place by the auto-tuner on the samples stacked in
-    `feeds` (one sample = the model's batch size); returns the number of samples."""
+    `feeds` (one sample = the model's batch size); returns the number of samples.
+
+    The evaluations run on worker threads, at most one queued per worker, while the FP32 forward
+    goes on; each holds only its op's inputs and output.
+    """
     batch = max(1, int(graph.inputs[0].shape[0]))
     samples = max(1, len(next(iter(feeds.values()))) // batch)
-    evaluated = sum(1 for n in graph.nodes
-                    if any(t in table for t in graph.activation_inputs(n)))
-    with Progress(progress, "calibration tuning", evaluated) as p:
-        run(graph, feeds, observers=[_Tuner(graph, table, samples, steps, p)])
+    evaluated = sum(1 for n in graph.nodes if any(t in table for t in graph.activation_inputs(n)))
+    workers = THREADS
+    with blas_single_threaded() if workers > 1 else contextlib.nullcontext(), \
+            Progress(progress, "calibration tuning", evaluated) as p:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="tpushell-tune") if workers > 1 else None
+        pending: deque = deque()
+
+        def apply(proposals: list[tuple[str, float]]) -> None:
+            for target, best in proposals:
+                row = table.rows[target]
+                row.threshold = max(row.threshold, best)
+            p.advance()
+
+        def submit(job: Callable[[], list[tuple[str, float]]]) -> None:
+            if pool is None:
+                apply(job())
+                return
+            pending.append(pool.submit(_inline, job))
+            while len(pending) > workers or (pending and pending[0].done()):
+                apply(pending.popleft().result())
+
+        try:
+            run(graph, feeds, observers=[_Tuner(graph, table, samples, steps, submit)])
+            while pending:
+                apply(pending.popleft().result())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     return samples

@@ -82,6 +82,18 @@ def parallel(jobs: Iterable[Job]) -> None:
             raise
 
 
+@contextmanager
+def inline() -> Iterator[None]:
+    """Run ops' blocks on the calling thread: for callers that already keep every core busy with
+    threads of their own (calibration runs one sample per thread)."""
+    before = getattr(_worker_state, "busy", False)
+    _worker_state.busy = True
+    try:
+        yield
+    finally:
+        _worker_state.busy = before
+
+
 def _forget_pool_after_fork() -> None:
     """A forked child has the pool object but none of its threads: start afresh on first use."""
     global _pool, _blas_lock, _blas_users

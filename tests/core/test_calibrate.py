@@ -112,12 +112,47 @@ def test_memory_does_not_grow_with_the_number_of_samples(cnn):
         tracemalloc.start()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TpuWarning)
-            cal.collect_statistics(cnn, source(xs), n, methods=cal.METHODS)
+            cal.collect_statistics(cnn, source(xs), n, methods=cal.METHODS, replay_bytes=0)
         size = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return size
     peak(2)
     assert peak(60) < 1.3 * peak(6)
+
+
+@pytest.mark.filterwarnings("ignore::tpushell.core.errors.TpuWarning")
+def test_replayed_outputs_give_the_same_statistics_within_the_budget(cnn, monkeypatch):
+    xs = samples(6, seed=8)
+    chosen = []
+    end_batch = cal._Replay.end_batch
+
+    def spy(self, index, n):
+        end_batch(self, index, n)
+        kept = [o for op, outs in self.kept[index].items() if op != cal._Replay.INPUTS for o in outs]
+        chosen.append((set(self.chosen), sum(o.nbytes for o in kept)))
+    monkeypatch.setattr(cal._Replay, "end_batch", spy)
+    budget = 6 * 4 * 4 * 4 * 4 * 2          # room for two 4x4x4 float outputs of every sample
+    kept = cal.collect_statistics(cnn, source(xs), 6, replay_bytes=budget)
+    fresh = cal.collect_statistics(cnn, source(xs), 6, replay_bytes=0)
+    ops, first_batch_bytes = chosen[0]
+    assert ops and first_batch_bytes * 6 <= budget
+    for name, s in kept.tensors.items():
+        assert np.array_equal(s.hist, fresh.tensors[name].hist), name
+
+
+@pytest.mark.filterwarnings("ignore::tpushell.core.errors.TpuWarning")
+def test_with_room_the_input_batches_are_kept_and_not_loaded_again(cnn):
+    xs = samples(5, seed=4)
+    calls = []
+
+    def batches():
+        calls.append(1)
+        return source(xs, 2)()
+    kept = cal.collect_statistics(cnn, batches, 5, replay_bytes=1 << 30)
+    assert len(calls) == 1
+    fresh = cal.collect_statistics(cnn, source(xs, 2), 5, replay_bytes=0)
+    for name, s in kept.tensors.items():
+        assert np.array_equal(s.hist, fresh.tensors[name].hist), name
 
 
 def test_an_all_zero_tensor_gets_1e5_and_a_warning(cnn):
@@ -173,11 +208,13 @@ def test_other_methods_equal_numpy_on_all_activations(cnn):
         assert row.threshold == pytest.approx(max(abs(lo), abs(hi)))
 
 
-def test_non_finite_activations_are_an_error_naming_the_tensor(cnn):
-    xs = samples(2)
+def test_non_finite_activations_are_an_error_naming_the_tensor_and_batch(cnn):
+    xs = samples(3)
     xs[1][0, 0, 0, 0] = np.nan
-    with pytest.raises(CalibrationError, match="'x' has NaN.*sample 2"):
-        cal.collect_statistics(cnn, source(xs), 2)
+    with pytest.raises(CalibrationError, match="tensor 'x' has NaN or infinite values in batch 2"):
+        cal.collect_statistics(cnn, source(xs), 3)
+    with pytest.raises(CalibrationError, match="'x' has NaN .* in b.jpg"):
+        cal.collect_statistics(cnn, source(xs), 3, describe=lambda i: "abc"[i] + ".jpg")
 
 
 def test_bad_method_and_bins_are_option_errors(cnn):

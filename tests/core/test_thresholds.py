@@ -35,8 +35,10 @@ def test_abs_histogram_matches_the_reference_formula_on_random_data():
     t = np.abs(x.ravel())
     t = t[t != 0]
     expected, _ = np.histogram(np.floor(t / width + np.float32(0.5)), bins=BINS, range=(0, BINS - 1))
-    scratch = np.empty(x.size, np.float32)
+    scratch = th.Scratch()
     assert np.array_equal(th.abs_histogram(x, width, BINS, scratch), expected)
+    assert np.array_equal(th.abs_histogram(x[:1], width, BINS, scratch),
+                          th.abs_histogram(x[:1], width, BINS))
     assert th.abs_histogram(x, width, BINS).sum() == np.count_nonzero(x)
 
 
@@ -120,12 +122,18 @@ def test_fake_quant_is_signed_int8_with_half_even_rounding():
     assert th.fake_quant_int8(np.array([3.0], np.float32), 127 / 2).tolist() == [3.0]   # 6/2
 
 
-def test_relative_l2_distance_is_averaged_per_sample():
+def test_relative_l2_distance_is_averaged_per_sample_for_each_candidate():
     ref = np.array([[1.0, 1.0], [2.0, 0.0]], np.float32)
-    out = np.array([[1.0, 0.0], [2.0, 0.0]], np.float32)
-    assert th.relative_l2_distance(ref, out, 2) == pytest.approx((1 / 2 + 0) / 2)
-    assert th.relative_l2_distance(np.zeros(4), np.zeros(4), 1) == 0.0
-    assert th.relative_l2_distance(np.zeros(4), np.ones(4), 1) == math.inf
+    outs = np.array([[[1.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [2.0, 0.0]], [[4.0, 5.0], [2.0, 0.0]]],
+                    np.float32)
+    norms = th.l1_norms(ref, 2)
+    assert norms.tolist() == [2.0, 2.0]
+    l2 = th.l2_distances(ref, outs)
+    assert np.allclose(l2, [[1, 0], [0, 0], [5, 0]])
+    assert th.mean_relative_distances(l2, norms).tolist() == pytest.approx([1 / 4, 0.0, 5 / 4])
+    zero = np.zeros(2)
+    assert th.mean_relative_distances(np.array([[0.0, 1.0]]), zero).tolist() == [math.inf]
+    assert th.mean_relative_distances(np.array([[0.0, 0.0]]), zero).tolist() == [0.0]
 
 
 def test_best_candidate_needs_a_strict_improvement_and_ignores_nan():

@@ -75,6 +75,7 @@ def npz(path: Path, **arrays) -> Path:
     ("no_folder", r"error: -o .*missing/table: folder .*missing does not exist"),
     ("debug_cmd", r"error: --debug_cmd 'fast' is not supported; supported: tune_steps=N"),
     ("bins", r"error: --histogram_bin_num 64 is too small"),
+    ("nan", r"error: tensor 'input_1' has NaN or infinite values in .*nan/bad\.npz"),
 ])
 def test_bad_input_is_one_clear_line(tiny_yolo, images, tmp_path, capsys, case, message):
     data = tmp_path / case
@@ -95,6 +96,8 @@ def test_bad_input_is_one_clear_line(tiny_yolo, images, tmp_path, capsys, case, 
         data, extra = images, ["--debug_cmd", "fast"]
     elif case == "bins":
         data, extra = images, ["--histogram_bin_num", "64"]
+    elif case == "nan":
+        npz(data / "bad.npz", input_1=np.full((1, 3, 64, 64), np.nan, np.float32))
     assert calibrate(tiny_yolo, "--dataset", data, "-o", out, *extra) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert re.search(message, err[-1]), err
