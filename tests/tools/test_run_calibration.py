@@ -61,6 +61,16 @@ def test_other_methods_are_untuned_and_named_in_the_header(tiny_yolo, images, tm
             assert row.threshold == pytest.approx(max(abs(row.min), abs(row.max)))
 
 
+def test_tune_num_0_and_tune_list(tiny_yolo, images, tmp_path):
+    untuned, listed = tmp_path / "untuned", tmp_path / "listed"
+    assert calibrate(tiny_yolo, "--dataset", images, "--tune_num", 0, "-o", untuned) == 0
+    assert "tune number" not in read_calibration_table(untuned).header
+    tune_list = tmp_path / "tune.txt"
+    tune_list.write_text(f"{images / '3.jpg'}\n{images / '1.jpg'}\n")
+    assert calibrate(tiny_yolo, "--dataset", images, "--tune_list", tune_list, "-o", listed) == 0
+    assert read_calibration_table(listed).header["tune number"] == "2"
+
+
 def npz(path: Path, **arrays) -> Path:
     np.savez(path, **arrays)
     return path
