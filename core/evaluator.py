@@ -31,7 +31,7 @@ import numpy as np
 from .errors import ModelError, OptionError, did_you_mean
 from .ir import Graph
 from .kernels import with_slots
-from .metrics import cosine, reference_cos
+from .metrics import reference_cos
 from .ops import DEFAULT_OPSET, as_tuple, lookup
 
 # Values of plans other than the current one kept for undo / redo / reverted trials.
@@ -67,10 +67,17 @@ def reference_steps(graph: Graph) -> dict[str, _ReferenceStep]:
 
 
 def per_sample_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """True cosine of each sample (axis 0) of two batches; a NaN cosine counts as 0 (the
-    reference's rule), so a broken layer scores low instead of poisoning the mean."""
+    """True cosine of each sample (axis 0) of two batches, accumulated in float64; 0 when either
+    sample is all zero (as metrics.cosine), and a NaN cosine counts as 0 (the reference's rule)
+    so that a broken layer scores low instead of poisoning the mean."""
+    n = a.shape[0]
+    a, b = a.reshape(n, -1), b.reshape(n, -1)
     with np.errstate(invalid="ignore", over="ignore"):
-        out = np.array([cosine(a[i], b[i]) for i in range(a.shape[0])], np.float64)
+        # einsum in float64 without BLAS: exact enough, and no BLAS threads for small vectors
+        ab = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64) *
+                        np.einsum("ij,ij->i", b, b, dtype=np.float64))
+        out = np.where(norms > 0, ab / np.where(norms > 0, norms, 1.0), 0.0)
     return np.where(np.isfinite(out), out, 0.0)
 
 
