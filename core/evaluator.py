@@ -24,7 +24,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +39,11 @@ SPARE_BYTES = 1 << 30
 # Samples are run through a step in chunks so that temporaries (int64 requantization, im2col)
 # stay near this many elements whatever the number of samples.
 CHUNK_ELEMENTS = 4 << 20
+# A lean evaluator runs the F32 reference depth-first over chunks of samples this large (in
+# elements of the largest tensor), so only the tensors asked for are ever whole.
+STREAM_ELEMENTS = 16 << 20
+# ... and keeps an F32 value it compared only when it is at most this big.
+LEAN_KEEP_BYTES = 128 << 20
 
 
 @dataclass(eq=False)
@@ -89,13 +94,20 @@ class _Track:
         self.prov = prov
         self.producer = {t: s for s in self.steps for t in s.outputs}
         self.position = {s.name: i for i, s in enumerate(self.steps)}
+        self.consumers: dict[str, list[Any]] = {}
+        for step in self.steps:
+            for t in step.inputs:
+                self.consumers.setdefault(t, []).append(step)
 
 
 class Evaluator:
     """Cached F32 and plan values of a working sample set; recomputes only what a change needs."""
 
-    def __init__(self, graph: Graph, feeds: Mapping[str, np.ndarray], *,
+    def __init__(self, graph: Graph, feeds: Mapping[str, np.ndarray], *, lean: bool = False,
                  spare_bytes: int = SPARE_BYTES, chunk_elements: int = CHUNK_ELEMENTS) -> None:
+        """`lean` keeps F32 values only of the tensors asked for, and compares a layer with F32
+        chunk by chunk, keeping its F32 value only when small (a search over many samples
+        releases values as it goes); otherwise every F32 value computed is kept."""
         missing = [t for t in graph.input_names if t not in feeds]
         if missing:
             raise ModelError(f"no samples for input(s) {missing} of model '{graph.name}'")
@@ -105,6 +117,7 @@ class Evaluator:
                               f"input; got {sorted(sizes)}")
         self.graph = graph
         self.samples = sizes.pop()
+        self.lean = lean
         self.spare_bytes = int(spare_bytes)
         self.chunk_elements = int(chunk_elements)
         self.steps_run = 0                       # how many steps were computed (tests, benchmarks)
@@ -177,8 +190,8 @@ class Evaluator:
             raise ModelError(f"no tensor named '{tensor}' in model '{self.graph.name}'"
                              f"{did_you_mean(tensor, track.prov)}")
 
-    def _ensure(self, track: _Track, tensors: Sequence[str]) -> list[np.ndarray]:
-        """Compute whatever is missing for `tensors` (and only that), in plan order."""
+    def _missing(self, track: _Track, tensors: Sequence[str]) -> list[Any]:
+        """The steps that compute what is not stored of `tensors`, in plan order."""
         need: dict[str, Any] = {}
         stack = [t for t in tensors if track.prov[t] not in self._store]
         while stack:
@@ -187,14 +200,57 @@ class Evaluator:
                 continue
             need[step.name] = step
             stack.extend(t for t in step.inputs if track.prov[t] not in self._store)
-        for step in sorted(need.values(), key=lambda s: track.position[s.name]):
-            ins = [self._get(track.prov[t]) for t in step.inputs]
-            outs = self._run(step, ins)
-            for t, v in zip(step.outputs, outs):
-                self._put(track.prov[t], v)
-            self.steps_run += 1
+        return sorted(need.values(), key=lambda s: track.position[s.name])
+
+    def _ensure(self, track: _Track, tensors: Sequence[str]) -> list[np.ndarray]:
+        """Compute whatever is missing for `tensors` (and only that), in plan order."""
+        steps = self._missing(track, tensors)
+        if not (self.lean and track is self._ref and len(steps) > 1 and
+                self._stream(track, steps, set(tensors))):
+            for step in steps:
+                ins = [self._get(track.prov[t]) for t in step.inputs]
+                outs = self._run(step, ins)
+                for t, v in zip(step.outputs, outs):
+                    self._put(track.prov[t], v)
+            self.steps_run += len(steps)
         self._evict()
         return [self._get(track.prov[t]) for t in tensors]
+
+    def _stream(self, track: _Track, steps: list[Any], keep: set[str],
+                visit: Callable[[int, int, dict[str, np.ndarray]], None] | None = None,
+                hold: frozenset[str] = frozenset()) -> bool:
+        """Run `steps` depth-first over chunks of samples; store only the tensors in `keep` and
+        hand each chunk's values (those in `hold` among them) to `visit(start, stop, values)`.
+        False (nothing stored) when a step is not per-sample."""
+        n = self.samples
+        last = {t: i for i, step in enumerate(steps) for t in step.inputs}
+        per_sample = max(int(np.prod(self.graph.shapes.get(t, (1,))[1:]))
+                         for step in steps for t in step.outputs)
+        chunk = max(1, STREAM_ELEMENTS // per_sample)
+        out: dict[str, np.ndarray] = {}
+        for s0 in range(0, n, chunk):
+            size = min(chunk, n - s0)
+            env: dict[str, np.ndarray] = {}
+            for i, step in enumerate(steps):
+                ins = [env[t] if t in env else self._get(track.prov[t])[s0:s0 + size]
+                       for t in step.inputs]
+                for t, v in zip(step.outputs, as_tuple(step.run(ins))):
+                    if v.ndim == 0 or v.shape[0] != size:
+                        return False
+                    env[t] = v
+                for t in step.inputs:
+                    if last[t] == i and t not in keep and t not in hold:
+                        env.pop(t, None)
+            if visit is not None:
+                visit(s0, s0 + size, env)
+            for t in keep & set(env):
+                if t not in out:
+                    out[t] = np.empty((n,) + env[t].shape[1:], env[t].dtype)
+                out[t][s0:s0 + size] = env[t]
+        for t, v in out.items():
+            self._put(track.prov[t], v)
+        self.steps_run += len(steps)
+        return True
 
     def _get(self, pid: int) -> np.ndarray:
         self._store.move_to_end(pid)
@@ -283,10 +339,54 @@ class Evaluator:
     def layer_cos(self, tensor: str) -> np.ndarray:
         """Per-sample true cosine of the plan's `tensor` to F32: the error accumulated up to it."""
         key = ("acc", self._current.prov.get(tensor, -1), tensor)
-        found = self._cos.get(key)
-        if found is None:
-            found = self._cos[key] = per_sample_cos(self.dequantized(tensor), self.reference(tensor))
-        return found
+        if key not in self._cos and self.lean:
+            self._lean_cos([tensor])
+        if key not in self._cos:
+            self._cos[key] = per_sample_cos(self.dequantized(tensor), self.reference(tensor))
+        return self._cos[key]
+
+    def layer_cos_many(self, tensors: Sequence[str]) -> dict[str, np.ndarray]:
+        """layer_cos of several tensors (a lean evaluator compares them in one F32 pass)."""
+        if self.lean:
+            self._lean_cos([t for t in tensors
+                            if ("acc", self._current.prov.get(t, -1), t) not in self._cos])
+        return {t: self.layer_cos(t) for t in tensors}
+
+    def _lean_cos(self, tensors: list[str]) -> None:
+        """Cache the cosines of `tensors` the lean way: F32 values are compared chunk by chunk
+        as they are computed, and only small ones are kept. While the F32 value of a single
+        tensor asked for is too big to keep, the ops that follow it in a chain are compared in
+        the same pass, so a big early activation is computed once, not once per layer after it."""
+        track = self._ref
+        steps = self._missing(track, tensors)
+        if not steps:
+            return                                  # F32 values stored: compared directly
+        compared = list(tensors)
+        while len(tensors) == 1 and not self._small(compared[-1]):
+            after = track.consumers.get(compared[-1], [])
+            if len(after) != 1 or len(after[0].outputs) != 1 or any(
+                    track.prov[t] not in self._store and track.producer.get(t) not in steps
+                    for t in after[0].inputs):
+                break
+            steps.append(after[0])
+            compared.append(after[0].outputs[0])
+        compared = [t for t in compared if t in self._current.prov]
+        values = dict(zip(compared, self.values(compared)))
+        cos = {t: np.empty(self.samples) for t in compared}
+
+        def visit(s0: int, s1: int, env: dict[str, np.ndarray]) -> None:
+            for t in compared:
+                cos[t][s0:s1] = per_sample_cos(self.plan.dequantize(t, values[t][s0:s1]), env[t])
+        keep = {t for t in compared if self._small(t)}
+        if self._stream(track, steps, keep, visit, frozenset(compared)):
+            for t in compared:
+                self._cos[("acc", self._current.prov[t], t)] = cos[t]
+
+    def _small(self, tensor: str) -> bool:
+        """Whether an F32 value of `tensor` for all samples is small enough for a lean
+        evaluator to keep."""
+        per_sample = int(np.prod(self.graph.shapes.get(tensor, (1,))[1:]))
+        return per_sample * self.samples * 4 <= LEAN_KEEP_BYTES
 
     def own_cos(self, op: str) -> np.ndarray:
         """Per-sample true cosine to F32 of op `op` run as the plan runs it on F32 inputs: the
@@ -309,6 +409,7 @@ class Evaluator:
         """Mean true cosine over samples of each graph output (or of the given layers)."""
         names = list(layers) if layers is not None else list(self.graph.outputs)
         self.values(names)
+        self._ensure(self._ref, names)                 # one F32 pass for all of them
         return {t: float(self.layer_cos(t).mean()) for t in names}
 
     def loss(self, rates: Mapping[str, float] | None = None) -> float:

@@ -200,7 +200,8 @@ def loss_table(space: SearchSpace, rows: Mapping[str, LossRow],
     """A row per candidate, worst first: the rows recorded by the walk, the others measured in
     the current (final) plan."""
     ev = space.evaluator
-    full = [rows[op] if op in rows else LossRow(op, float(ev.layer_cos(op).mean()), False)
+    cos = ev.layer_cos_many([op for op in candidates if op not in rows])
+    full = [rows[op] if op in rows else LossRow(op, float(cos[op].mean()), False)
             for op in candidates]
     return LossTable(sorted(full, key=lambda r: r.cos), ev.samples, None, space.float_mode)
 
@@ -240,14 +241,20 @@ def reference_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: 
             if space.release:
                 pos = graph.position(op)
                 ev.release([t for t, p in last_use.items() if p < pos])
+            if op in floats:                      # its row was taken before it went float
+                continue
             cos = float(ev.layer_cos(op).mean())
-            visit = op not in floats and _has_int8_consumer(space, op)
+            visit = _has_int8_consumer(space, op)
             rows[op] = LossRow(op, cos, visit)
             if not visit or cos >= min_layer_cos:
                 continue
             added = list(dict.fromkeys([op] + [c.name for t in graph.node(op).outputs
                                                for c in graph.consumers(t) if c.name not in floats]))
-            out = space.evaluate(floats + added)
+            for c in added:
+                if c not in rows and c in candidates:
+                    rows[c] = LossRow(c, float(ev.layer_cos(c).mean()), False)
+            with ev.keeping():                    # a revert finds the current values stored
+                out = space.evaluate(floats + added)
             if out > expected_cos:
                 floats += added
                 trials.append(Trial(op, tuple(added), out, "target reached"))

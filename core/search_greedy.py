@@ -9,10 +9,12 @@ float too: a float layer whose output is cast back to INT8 for the next layer lo
 huge-range activation lost, so some layers only pay off in pairs).
 1. Ranking: the output cosine with only that unit in float, for every unit; each trial
    recomputes from the unit on, reusing the all-INT8 values before it.
-2. Lazy greedy: take the unit with the best measured cosine; a stale one (measured before the
-   last addition) is measured again first; a unit is added only when its fresh cosine is the
-   best and beats the current one. Units next to an addition are measured again at once, since
-   a float layer often makes its neighbours worth floating.
+2. Lazy greedy on the output cosine gained per layer added: the unit with the best estimate
+   is measured again first if its gain is stale (measured before the last addition); it is added
+   when its fresh gain per layer is the best and positive. Units next to an addition are measured
+   again at once, since a float layer often makes its neighbours worth floating (only a run of
+   float layers keeps the activations between them out of INT8), and gaining per layer makes
+   extending such a run cheap.
 3. Pruning: once the target is reached, each float layer (the latest added first) is dropped if
    the target still holds without it.
 A time budget stops the search at the next trial and keeps the best qtable found so far.
@@ -36,7 +38,7 @@ def greedy_search(space: SearchSpace, *, expected_cos: float,
     ev = space.evaluator
     int8 = space.evaluate([])
     candidates = space.candidates()
-    rows = {op: LossRow(op, float(ev.layer_cos(op).mean())) for op in candidates}
+    rows = {op: LossRow(op, float(c.mean())) for op, c in ev.layer_cos_many(candidates).items()}
     result = SearchResult("greedy", space.qtable([]), int8, int8, expected_cos,
                           loss_table(space, rows, candidates), space.float_mode, ev.samples,
                           "INT8 already meets the target; no layer needs float",
@@ -86,42 +88,50 @@ def units(space: SearchSpace, candidates: list[str]) -> list[Unit]:
     return found
 
 
-def _add_greedily(space: SearchSpace, result: SearchResult, measured: dict[Unit, float],
+def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, float],
                   int8: float, expected_cos: float, budget: _Budget) -> tuple[list[str], float]:
-    """Step 2: lazy greedy with neighbour refresh; returns the float layers and their cosine."""
+    """Step 2: lazy greedy on the gain per added layer, with neighbour refresh; returns the
+    float layers and their output cosine."""
     floats: list[str] = []
     cur = int8
-    fresh = set(measured)
+    gain = {u: c - int8 for u, c in ranked.items()}     # output cosine gained, when measured
+    cos = dict(ranked)                                   # output cosine with the unit, when fresh
+    fresh = set(gain)
 
-    def with_unit(unit: Unit) -> list[str]:
-        return floats + [op for op in unit if op not in floats]
+    def added(unit: Unit) -> list[str]:
+        return [op for op in unit if op not in floats]
 
-    while measured and cur <= expected_cos and not budget.over():
-        unit = max(measured, key=lambda u: (measured[u], u in fresh, -len(u)))
+    def measure(unit: Unit) -> None:
+        space.use(floats)
+        with space.evaluator.keeping():                 # the next trial reuses its prefix
+            cos[unit] = space.evaluate(floats + added(unit))
+        gain[unit] = cos[unit] - cur
+        fresh.add(unit)
+
+    while gain and cur <= expected_cos and not budget.over():
+        unit = max(gain, key=lambda u: (gain[u] / len(added(u)), u in fresh, -len(u)))
         if unit not in fresh:
-            measured[unit] = space.evaluate(with_unit(unit))
-            fresh.add(unit)
+            measure(unit)
             continue
-        if measured[unit] <= cur:
+        if gain[unit] <= 0:
             result.reason = "no remaining layer improves the outputs; target not reached"
             return floats, cur
-        added = tuple(op for op in unit if op not in floats)
-        floats = with_unit(unit)
-        cur = measured.pop(unit)
-        result.trials.append(Trial("+".join(unit), added, cur, "kept"))
+        new = tuple(added(unit))
+        floats += list(new)
+        cur = cos[unit]
+        result.trials.append(Trial("+".join(unit), new, cur, "kept"))
         result.curve.append(point(space, floats, cur))
-        for u in [u for u in measured if set(u) <= set(floats)]:
-            del measured[u]                       # nothing left to add
-        near = set(floats) | {n for op in added for n in _neighbours(space.graph, op)}
+        for u in [u for u in gain if not added(u)]:
+            del gain[u]                                  # nothing left to add
+        near = set(new) | {n for op in new for n in _neighbours(space.graph, op)}
         fresh = set()
-        for u in [u for u in measured if near & set(u)]:
+        for u in [u for u in gain if near & set(u)]:
             if cur > expected_cos or budget.over():
                 break
-            measured[u] = space.evaluate(with_unit(u))
-            fresh.add(u)
+            measure(u)
     if cur > expected_cos:
         result.reason = "target reached"
-    elif not measured:
+    elif not gain:
         result.reason = "no layer left to try; target not reached"
     return floats, cur
 

@@ -181,3 +181,34 @@ def test_per_sample_cos_counts_nan_as_zero():
     a = np.ones((2, 3), np.float32)
     b = np.array([[1, 1, 1], [np.nan, 1, 1]], np.float32)
     assert per_sample_cos(a, b).tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_lean_evaluator_streams_the_reference(kit, monkeypatch):
+    import tpushell.core.evaluator as evaluator
+    graph, _, feeds = kit
+    monkeypatch.setattr(evaluator, "STREAM_ELEMENTS", 2 * 8 * 64)     # 2 samples a chunk
+    ev = Evaluator(graph, feeds, lean=True)
+    expected = run(graph, feeds, keep_all=True)
+    out = ev.reference("c_Conv")
+    assert np.array_equal(out, expected["c_Conv"])
+    # only the input and the asked-for tensor are stored
+    assert ev.stored_bytes() == feeds["x"].nbytes + out.nbytes
+    assert np.array_equal(ev.reference("b_Conv"), expected["b_Conv"])
+    ev.set_plan(plan_of(kit))
+    assert_same(ev, kit, plan_of(kit))
+
+
+def test_lean_cosines_equal_the_full_ones(kit, monkeypatch):
+    import tpushell.core.evaluator as evaluator
+    graph, _, feeds = kit
+    monkeypatch.setattr(evaluator, "STREAM_ELEMENTS", 2 * 8 * 64)
+    monkeypatch.setattr(evaluator, "LEAN_KEEP_BYTES", 0)               # keep no F32 value
+    lean = Evaluator(graph, feeds, lean=True)
+    lean.set_plan(plan_of(kit, b_Conv="F16"))
+    _, cos, outputs = full(kit, plan_of(kit, b_Conv="F16"))
+    for t in graph.op_names:
+        assert np.array_equal(lean.layer_cos(t), cos[t]), t
+    assert lean.output_cos() == outputs
+    ran = lean.steps_run
+    lean.layer_cos("a_Conv")                       # cached cosine: nothing is recomputed
+    assert lean.steps_run == ran

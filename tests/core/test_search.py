@@ -103,9 +103,12 @@ def test_greedy_time_budget_keeps_the_best_so_far(kit):
     assert len(result.qtable) == 0 and result.mix_cos == result.int8_cos
 
 
-def test_release_mode_gives_the_same_result(kit):
-    a = SEARCHES["reference"](space_of(kit), 0.999)
-    b = SEARCHES["reference"](space_of(kit, release=True), 0.999)
+@pytest.mark.parametrize("method", SEARCHES)
+def test_lean_release_mode_gives_the_same_result(kit, method):
+    graph, lowerer, feeds = kit
+    a = SEARCHES[method](space_of(kit), 0.999)
+    lean = Evaluator(graph, feeds, lean=True, spare_bytes=0)
+    b = SEARCHES[method](SearchSpace(lean, lambda q: lowerer.plan("INT8", q), release=True), 0.999)
     assert a.qtable.modes == b.qtable.modes and a.mix_cos == b.mix_cos
     assert [r.cos for r in a.loss_table] == [r.cos for r in b.loss_table]
 

@@ -102,6 +102,10 @@ def _main(argv: Sequence[str] | None) -> int:
     print(f"true cosine: int8 {result.int8_cos:.6f}, mix {result.mix_cos:.6f}, target "
           f"{expected:.6f}; {len(result.qtable)} {result.float_mode} layer(s); "
           f"{result.samples} sample(s); {args.search} search: {result.reason}")
+    if result.trials:
+        decisions = [t.decision.split(":")[0] for t in result.trials]
+        counts = ", ".join(f"{decisions.count(d)} {d}" for d in dict.fromkeys(decisions))
+        print(f"{len(result.trials)} trial(s): {counts}")
     write_loss_table(args.loss_table, table)
     write_qtable(args.quantize_table, result.qtable, chip=args.chip, mix_mode=result.float_mode,
                  sample_number=result.samples)
