@@ -83,11 +83,10 @@ def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.
     bias = None if b is None else b.astype(dtype, copy=False).reshape(m, 1)
     cg, mg = c // group, m // group
     if group == c and cg == 1 and mg == 1 and group > 1:
-        _depthwise(xp, w, kernel, strides, dilations, out_sp, y)
-        if bias is not None:
-            y += bias
-        if relu:
-            np.maximum(y, 0, out=y)
+        step = max(1, DEPTHWISE_BLOCK_BYTES // (n * y.shape[2] * y.itemsize))
+        parallel(partial(_depthwise, xp[:, c0:c0 + step], w[c0:c0 + step], None if bias is None else
+                         bias[c0:c0 + step], relu, kernel, strides, dilations, out_sp, y[:, c0:c0 + step])
+                 for c0 in range(0, c, step))
     else:
         view = windows(xp, kernel, strides, dilations, out_sp)
         for g in range(group):
@@ -185,15 +184,24 @@ def _finish(y, bias, relu):
     return y
 
 
-def _depthwise(xp, w, kernel, strides, dilations, out_sp, y):
+# Output bytes per block of depthwise channels: the accumulator stays in cache over the taps.
+DEPTHWISE_BLOCK_BYTES = 1 << 20
+
+
+def _depthwise(xp, w, bias, relu, kernel, strides, dilations, out_sp, y):
+    """One block of channels of a depthwise convolution: a weighted sum of shifted views."""
     view = windows(xp, kernel, strides, dilations, out_sp)
     n, c = xp.shape[:2]
     acc = y.reshape((n, c) + tuple(out_sp))
-    acc[...] = 0
-    wk = w.reshape(c, -1)
+    tap = np.empty_like(acc)
+    wk = w.reshape(c, -1).astype(y.dtype, copy=False)
+    channel = (1, c) + (1,) * len(out_sp)
     for idx, pos in enumerate(np.ndindex(*kernel)):
-        sl = view[(slice(None), slice(None)) + pos]
-        acc += sl * wk[:, idx].reshape((1, c) + (1,) * len(out_sp))
+        np.multiply(view[(slice(None), slice(None)) + pos], wk[:, idx].reshape(channel),
+                    out=acc if idx == 0 else tap)
+        if idx:
+            acc += tap
+    _finish(y, bias, relu)
 
 
 @op("Conv")

@@ -22,6 +22,8 @@ CONV = [
     case("2d-dilations", "Conv", [In((1, 2, 12, 12)), w(3, 2, 3, 3)], {"dilations": [2, 3], "pads": [2, 1, 2, 1]}),
     case("2d-groups", "Conv", [In((2, 4, 8, 8)), w(6, 2, 3, 3), w(6)], {"group": 2, "pads": [1, 1, 1, 1]}),
     case("2d-depthwise", "Conv", [In((2, 5, 9, 9)), w(5, 1, 3, 3), w(5)], {"group": 5, "pads": [1, 1, 1, 1]}),
+    case("2d-depthwise-blocks-relu-bias", "Conv", [In((2, 48, 60, 60)), w(48, 1, 3, 3), w(48)],
+         {"group": 48, "pads": [1, 1, 1, 1]}),
     case("2d-depthwise-mult", "Conv", [In((1, 3, 8, 8)), w(6, 1, 3, 3)], {"group": 3, "strides": [2, 2]}),
     case("2d-depthwise-dil-stride", "Conv", [In((1, 4, 13, 13)), w(4, 1, 3, 3)],
          {"group": 4, "dilations": [2, 2], "strides": [2, 2], "pads": [2, 2, 2, 2]}),
