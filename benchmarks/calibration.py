@@ -2,9 +2,10 @@
 
     python benchmarks/calibration.py [--shared /work/shared] [--runs 1] [--keep DIR]
 
-Lays out the tutorial's folders (yolov3_tiny/{COCO2017, workspace/yolov3_tiny.mlir}), runs
-`run_calibration.py yolov3_tiny.mlir --dataset ../COCO2017 --input_num 100 -o yolov3_cali_table`
-verbatim in a subprocess and prints wall time, CPU time and peak RSS (of that process), the time
+Lays out the tutorial's folders (yolov3_tiny/{tiny-yolov3-11.onnx, COCO2017, workspace}), runs its
+step 1 (model_transform.py), then step 2 verbatim in a subprocess,
+    run_calibration.py yolov3_tiny.mlir --dataset ../COCO2017 --input_num 100 -o yolov3_cali_table
+and prints wall time, CPU time and peak RSS (of that process), the time
 of each phase (from the progress lines), and the ratio to TPU-MLIR 1.30.2's 45.7 s and 1.2 GB
 (golden/yolov3_tiny/README.md, the same step on a 2-core machine of this kind). The machine's load
 average is printed too: other work on the same cores slows every figure down.
@@ -14,30 +15,30 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 REFERENCE_SECONDS, REFERENCE_BYTES = 45.7, 1.2e9
 COMMAND = ["yolov3_tiny.mlir", "--dataset", "../COCO2017", "--input_num", "100",
            "-o", "yolov3_cali_table"]
 
 
+STEP_1 = ["--model_name", "yolov3_tiny", "--model_def", "../tiny-yolov3-11.onnx", "--input_shapes",
+          "[[1,3,416,416]]", "--scale", "0.0039216,0.0039216,0.0039216", "--pixel_format", "rgb",
+          "--keep_aspect_ratio", "--pad_value", "128",
+          "--output_names=transpose_output1,transpose_output", "--mlir", "yolov3_tiny.mlir"]
+
+
 def lay_out(root: str, shared: str) -> str:
-    """The tutorial's folders under `root`, with the mlir of its step 1; returns the workspace."""
-    from tpushell.core import Session
-    from tpushell.core.mlir import write_mlir
-    workspace = os.path.join(root, "yolov3_tiny", "workspace")
+    """The tutorial's folders under `root` and its step 1 (model_transform.py); returns the workspace."""
+    os.symlink(os.path.join(shared, "zoo", "yolov3-tiny", "tiny-yolov3-11.onnx"),
+               os.path.join(root, "tiny-yolov3-11.onnx"))
+    os.symlink(os.path.join(shared, "zoo", "COCO2017"), os.path.join(root, "COCO2017"))
+    workspace = os.path.join(root, "workspace")
     os.makedirs(workspace)
-    os.symlink(os.path.join(shared, "zoo", "COCO2017"), os.path.join(root, "yolov3_tiny", "COCO2017"))
-    graph = Session().load(os.path.join(shared, "zoo", "yolov3-tiny", "tiny-yolov3-11.onnx"),
-                           name="yolov3_tiny", input_shapes=[[1, 3, 416, 416]],
-                           output_names=["transpose_output1", "transpose_output"],
-                           scale=[0.0039216] * 3, pixel_format="rgb", keep_aspect_ratio=True,
-                           pad_value=128)
-    write_mlir(graph, os.path.join(workspace, "yolov3_tiny.mlir"))
+    tool = os.path.join(os.path.dirname(sys.executable), "model_transform.py")
+    subprocess.run([tool, *STEP_1], cwd=workspace, check=True, capture_output=True)
     return workspace
 
 
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--keep", help="lay out the tutorial here and keep it (default: a temp dir)")
     args = parser.parse_args()
     root = args.keep or tempfile.mkdtemp(prefix="calib-bench-")
+    os.makedirs(root, exist_ok=True)
     workspace = lay_out(root, os.path.abspath(args.shared))
     print(f"run_calibration.py {' '.join(COMMAND)}  (in {workspace})")
     best = None

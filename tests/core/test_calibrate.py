@@ -35,7 +35,8 @@ def tiny_cnn(tmp_path, name="tiny"):
         helper.make_node("Relu", ["m2"], ["r2"]),                   # always 0
         helper.make_node("Concat", ["c2", "r2"], ["y"], axis=1),
     ]
-    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+    graph = helper.make_graph(nodes, name,
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [w1, b1, w2, neg])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

@@ -148,24 +148,25 @@ def test_ctrl_c_leaves_an_existing_table_untouched(tiny_yolo, images, tmp_path, 
 
 
 # ---- the tutorial on the real model and images --------------------------------------------------
-def tutorial_step(workdir: Path, zoo: Path, *extra: str) -> tuple[Path, subprocess.CompletedProcess]:
-    """The tutorial layout (yolov3_tiny/{COCO2017, workspace}) and its step 2, run verbatim."""
-    from tpushell.core import Session
-    from tpushell.core.mlir import write_mlir
-    workspace = workdir / "yolov3_tiny" / "workspace"
-    workspace.mkdir(parents=True)
-    (workdir / "yolov3_tiny" / "COCO2017").symlink_to(zoo / "COCO2017")
-    session = Session()
-    graph = session.load(zoo / "yolov3-tiny" / "tiny-yolov3-11.onnx", name="yolov3_tiny",
-                         input_shapes=[[1, 3, 416, 416]],
-                         output_names=["transpose_output1", "transpose_output"],
-                         scale=[0.0039216] * 3, pixel_format="rgb", keep_aspect_ratio=True,
-                         pad_value=128)
-    write_mlir(graph, workspace / "yolov3_tiny.mlir")
-    tool = Path(sys.executable).parent / "run_calibration.py"
-    command = [str(tool), "yolov3_tiny.mlir", "--dataset", "../COCO2017", "--input_num", "100",
-               "-o", "yolov3_cali_table", *extra]
-    done = subprocess.run(command, cwd=workspace, capture_output=True, text=True, timeout=900)
+STEP_1 = ("model_transform.py --model_name yolov3_tiny --model_def ../tiny-yolov3-11.onnx "
+          "--input_shapes [[1,3,416,416]] --scale 0.0039216,0.0039216,0.0039216 --pixel_format rgb "
+          "--keep_aspect_ratio --pad_value 128 --output_names=transpose_output1,transpose_output "
+          "--mlir yolov3_tiny.mlir")
+STEP_2 = "run_calibration.py yolov3_tiny.mlir --dataset ../COCO2017 --input_num 100 -o yolov3_cali_table"
+
+
+def tutorial_step(workdir: Path, zoo: Path, extra: str = "") -> tuple[Path, subprocess.CompletedProcess]:
+    """The tutorial's layout (yolov3_tiny/{tiny-yolov3-11.onnx, COCO2017, workspace}), its step 1,
+    then step 2 typed as in the tutorial (plus `extra` options)."""
+    (workdir / "tiny-yolov3-11.onnx").symlink_to(zoo / "yolov3-tiny" / "tiny-yolov3-11.onnx")
+    (workdir / "COCO2017").symlink_to(zoo / "COCO2017")
+    workspace = workdir / "workspace"
+    workspace.mkdir()
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    step1 = subprocess.run(["bash", "-c", STEP_1], cwd=workspace, env=env, capture_output=True, text=True)
+    assert step1.returncode == 0, step1.stderr
+    done = subprocess.run(["bash", "-c", f"{STEP_2} {extra}"], cwd=workspace, env=env,
+                          capture_output=True, text=True, timeout=900)
     return workspace / "yolov3_cali_table", done
 
 
@@ -226,7 +227,7 @@ def test_thresholds_within_5_percent_of_the_reference_on_90_percent_of_rows(tuto
 
 @pytest.mark.zoo
 def test_one_pass_histogram_reproduces_the_reference_table(tmp_path, zoo, golden):
-    path, done = tutorial_step(tmp_path, zoo, "--debug_cmd", "one_pass_histogram;tune_steps=21")
+    path, done = tutorial_step(tmp_path, zoo, "--debug_cmd 'one_pass_histogram;tune_steps=21'")
     assert done.returncode == 0, done.stderr
     diffs = differences(read_calibration_table(path), read_calibration_table(golden / "tpumlir_cali_table"))
     near = {n: d for n, d in diffs.items() if max(d) > 1e-5}
