@@ -35,7 +35,7 @@ PER_SAMPLE_OPS = {"Conv", "ConvTranspose", "Relu", "LeakyRelu", "PRelu", "MaxPoo
                   "GlobalAveragePool", "GlobalMaxPool", "Sigmoid", "Tanh", "Clip", "HardSigmoid",
                   "HardSwish", "Softplus", "Elu", "Selu", "Abs", "Neg", "Exp", "Log", "Sqrt", "Erf",
                   "BatchNormalization", "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Max",
-                  "Min", "Pad", "Softmax"}
+                  "Min", "Concat", "Softmax", "LogSoftmax"}
 
 
 def weight_channel_axis(node: Node) -> int | None:
@@ -58,9 +58,10 @@ def fake_quant_operand(w: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _stackable(node: Node, ndim: int) -> bool:
-    if node.op_type == "Concat":
-        return node.attrs.get("axis", 0) % max(ndim, 1) != 0
-    return node.op_type in PER_SAMPLE_OPS
+    """Whether E's samples are independent along axis 0 (an op with an `axis` must not use 0)."""
+    if node.op_type not in PER_SAMPLE_OPS:
+        return False
+    return "axis" not in node.attrs or node.attrs["axis"] % max(ndim, 1) != 0
 
 
 class _Tuner:
@@ -127,7 +128,10 @@ class _Tuner:
         fn = lookup(node.op_type, self.opset)
         samples, batch = self.samples, len(ref) // self.samples
         one = (2 * ref.nbytes + sum(ins[i].nbytes for i in quantized)) // samples
-        per_call = max(1, CHUNK_BYTES // max(one, 1)) if _stackable(node, ref.ndim) else samples
+        # Stacked on axis 0 only when every activation input is one of the quantized ones.
+        stack = _stackable(node, ref.ndim) and \
+            len(quantized) == len(self.graph.activation_inputs(node))
+        per_call = max(1, CHUNK_BYTES // max(one, 1)) if stack else samples
         count = min(samples, per_call)                        # samples per call
         group = max(1, per_call // samples) if count == samples else 1   # candidates per call
         l2 = np.empty((len(candidates), samples))
