@@ -1,11 +1,13 @@
 """F32 forward of yolov3-tiny 416x416 (the tutorial graph): our interpreter beside onnxruntime.
 
-    python benchmarks/f32_forward.py [--runs 7] [--batches 1,10] [--profile] [--zoo ../shared]
+    python benchmarks/f32_forward.py [--runs 7] [--batches 1,10] [--profile] [--single-thread]
+                                     [--zoo ../shared]
 
 Prints, per batch size, the median time of each side (runs interleaved, so machine load hits
 both alike) and the best run of each side (the closest to an idle machine), with their ratios;
 the peak RSS of one batch-1 forward in a fresh process (target <= 300 MB); with --profile, where
-our time goes, op by op. Issue 2's target: <= 2.0x onnxruntime at batch 1.
+our time goes, op by op. --single-thread times both sides on one thread in CPU time, which
+other processes on the machine do not blur. Issue 2's target: <= 2.0x onnxruntime at batch 1.
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ def our_graph(onnx_path: Path):
     return import_onnx(onnx_path, name="yolov3_tiny", input_shapes=[SHAPE], output_names=OUTPUTS)
 
 
-def ort_session(onnx_path: Path):
-    """onnxruntime on the same cut graph, with a free batch dimension."""
+def ort_session(onnx_path: Path, threads: int = 0):
+    """onnxruntime on the same cut graph, with a free batch dimension (threads 0: its default)."""
     import onnx
     import onnxruntime as ort
     from onnx.utils import Extractor
@@ -45,17 +47,22 @@ def ort_session(onnx_path: Path):
     for vi in list(model.graph.input) + list(model.graph.output):
         vi.type.tensor_type.shape.dim[0].dim_param = "N"
     del model.graph.value_info[:]
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def golden_input(shared: Path) -> np.ndarray:
     return np.load(shared / "golden" / "yolov3_tiny" / "000000366711_input.npz")["input_1"]
 
 
+CLOCK = time.perf_counter
+
+
 def timed(fn) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
-    return (time.perf_counter() - start) * 1e3
+    return (CLOCK() - start) * 1e3
 
 
 def compare_speed(graph, sess, x1: np.ndarray, batches: list[int], runs: int) -> None:
@@ -137,16 +144,27 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=7, help="timed runs per side and batch (>= 5)")
     p.add_argument("--batches", default="1,10", help="comma-separated batch sizes")
     p.add_argument("--profile", action="store_true", help="print the per-op profile too")
+    p.add_argument("--single-thread", action="store_true",
+                   help="both sides on one thread, timed in CPU time: the comparison that machine "
+                        "load does not blur")
     args = p.parse_args()
+    global CLOCK
+    threads = 0                                     # onnxruntime's default
+    if args.single_thread:
+        from threadpoolctl import threadpool_limits
+        os.environ["TPUSHELL_THREADS"] = "1"        # read when tpushell's ops are imported
+        threadpool_limits(1, user_api="blas")
+        threads, CLOCK = 1, time.process_time
     shared = find_shared(args.zoo)
     onnx_path = shared / "zoo" / "yolov3-tiny" / "tiny-yolov3-11.onnx"
     loaded, peak = peak_rss(shared)
     print(f"peak RSS of a fresh process: {loaded} MB with the model loaded, {peak} MB after one "
           f"batch-1 forward (target <= 300 MB)\n")
-    graph, sess, x1 = our_graph(onnx_path), ort_session(onnx_path), golden_input(shared)
+    graph, sess, x1 = our_graph(onnx_path), ort_session(onnx_path, threads), golden_input(shared)
     batches = [int(b) for b in args.batches.split(",")]
-    print(f"yolov3-tiny F32 forward, {SHAPE[2]}x{SHAPE[3]}, {os.cpu_count()} cpus, "
-          f"median of {args.runs} interleaved runs")
+    mode = "1 thread each, CPU time" if args.single_thread else f"{os.cpu_count()} cpus, wall time"
+    print(f"yolov3-tiny F32 forward, {SHAPE[2]}x{SHAPE[3]}, {mode}, median of {args.runs} "
+          "interleaved runs")
     compare_speed(graph, sess, x1, batches, args.runs)
     if args.profile:
         for n in batches:
