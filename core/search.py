@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .cost import PlanCost, plan_cost
 from .errors import ModelError, OptionError, did_you_mean
 from .evaluator import Evaluator
-from .metrics import reference_cos
+from .metrics import reference_cos, true_cos
 from .progress import Progress, ProgressFn
 from .tables import LossRow, LossTable, QTable
 
@@ -36,6 +36,13 @@ def check_cos(value: float, option: str) -> float:
     if not 0.0 < v <= 1.0:
         raise OptionError(f"{option} {value} is outside (0, 1]; give a cosine such as 0.99")
     return v
+
+
+def to_true_cos(value: float, scale: str) -> float:
+    """A cosine given in `scale` (`true`, or `reference` for 0.5+0.5*cos) as a true cosine."""
+    if scale not in ("true", "reference"):
+        raise OptionError(f"cosine scale '{scale}' is not known; use true or reference")
+    return true_cos(value) if scale == "reference" else value
 
 
 def parse_compare_layers(text: str | None) -> dict[str, float] | None:

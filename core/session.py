@@ -347,12 +347,16 @@ class Session:
         return edit
 
     def check(self, *, own: bool = False, layers: str | Sequence[str] | None = None,
-              min_layer_cos: float | None = None):
+              min_layer_cos: float | None = None, scale: str = "true"):
         """Output and per-layer cosines to F32 (true cosines; shown in the `cosine_scale`
         setting) of the current plan on the working set; only what changed is recomputed.
         `own` adds each layer's own error (its inputs taken from F32); `layers` (names, globs or
-        op types) limits the layers; layers under `min_layer_cos` are marked."""
+        op types) limits the layers; layers under `min_layer_cos` (in `scale`: true, or
+        reference for 0.5+0.5*cos) are marked."""
         from .precision import select_ops
+        from .search import check_cos, to_true_cos
+        if min_layer_cos is not None:
+            min_layer_cos = to_true_cos(check_cos(min_layer_cos, "min_layer_cos"), scale)
         ev = self.evaluator()
         ev.set_plan(self.plan())
         picked = None
@@ -365,18 +369,19 @@ class Session:
     def search_qtable(self, expected_cos: float = 0.99, min_layer_cos: float = 0.99, *,
                       method: str = "reference", samples: int | None = None,
                       compare_layers: str | None = None, time_budget: float | None = None,
-                      apply: bool = True, low_memory: bool = False):
-        """Search the layers to keep in float so the outputs reach `expected_cos` (true
-        cosines, reference F32). `method` is `reference` (the tutorial's run_qtable walk) or
+                      apply: bool = True, low_memory: bool = False, scale: str = "true"):
+        """Search the layers to keep in float so the outputs reach `expected_cos` (cosines to
+        F32; `scale` reference takes the tutorial's 0.5+0.5*cos numbers, e.g. 0.9999 and 0.999,
+        the result is in true cosines). `method` is `reference` (the tutorial's run_qtable walk) or
         `greedy` (fewer float layers); `samples` defaults to the working set. The found qtable
         becomes current (undoable) unless `apply` is False; the loss table is kept.
         `low_memory` runs on a separate evaluator that forgets values as the walk passes them
         (for large sample counts; the session's cached values are not reused or kept)."""
         from .chips import resolve_fp_type
         from .evaluator import Evaluator
-        from .search import SearchSpace, check_cos, parse_compare_layers, run_search
-        expected = check_cos(expected_cos, "expected_cos")
-        min_layer = check_cos(min_layer_cos, "min_layer_cos")
+        from .search import SearchSpace, check_cos, parse_compare_layers, run_search, to_true_cos
+        expected = to_true_cos(check_cos(expected_cos, "expected_cos"), scale)
+        min_layer = to_true_cos(check_cos(min_layer_cos, "min_layer_cos"), scale)
         n = samples or self.settings.samples
         own_set = n == self.settings.samples and not low_memory
         ev = self.evaluator() if own_set else \

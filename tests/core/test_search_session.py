@@ -174,3 +174,14 @@ def test_plots(data, tmp_path):
     assert len(curve.axes) == 2 and "greedy search" in curve._suptitle.get_text()
     assert len(curve.axes[0].lines[0].get_xdata()) == len(result.curve)
     curve.savefig(tmp_path / "curve.png")
+
+
+def test_targets_in_the_reference_scale(data):
+    s = session(data)
+    a = s.search_qtable(0.9995, 0.995, scale="reference", apply=False)
+    b = s.search_qtable(0.999, 0.99, apply=False)
+    assert a.expected_cos == pytest.approx(0.999) and a.min_layer_cos == pytest.approx(0.99)
+    assert a.qtable.modes == b.qtable.modes
+    assert s.check(min_layer_cos=0.995, scale="reference").min_layer_cos == pytest.approx(0.99)
+    with pytest.raises(OptionError, match="scale 'half'"):
+        s.search_qtable(0.99, 0.99, scale="half")

@@ -71,14 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None) -> int:
     from tpushell.core import Session
     from tpushell.core.errors import OptionError
-    from tpushell.core.metrics import reference_cos, true_cos
-    from tpushell.core.search import check_cos
+    from tpushell.core.metrics import reference_cos
+    from tpushell.core.search import check_cos, to_true_cos
     from tpushell.core.tables import loss_rows, read_calibration_table, write_loss_table, \
         write_qtable
     start = time.perf_counter()
     args = build_parser().parse_args(argv)
-    expected = true_cos(check_cos(args.expected_cos, "--expected_cos"))
-    min_layer = true_cos(check_cos(args.min_layer_cos, "--min_layer_cos"))
+    expected = to_true_cos(check_cos(args.expected_cos, "--expected_cos"), "reference")
+    min_layer = to_true_cos(check_cos(args.min_layer_cos, "--min_layer_cos"), "reference")
     if args.input_num < 1:
         raise OptionError(f"--input_num {args.input_num} is not valid; give 1 or more samples")
     if args.time_budget is not None and args.time_budget <= 0:
