@@ -15,8 +15,9 @@ Step keys are those of one Lowerer (one graph, table and chip): use a new Evalua
 change.
 
 The plan protocol (core/lowering.QuantPlan): `steps` {name: step} in execution order, each step
-with `inputs`, `outputs`, `key` and `run(values) -> tuple`; `dequantize(tensor, value)` to
-float32; `encode(tensor, f32_value)` into the plan's representation; `op_modes` {op: mode}.
+with `inputs`, `outputs`, `key` and `run(values) -> tuple`; `types` {tensor: QType};
+`dequantize(tensor, value)` to float32; `encode(tensor, f32_value)` into the plan's
+representation; `op_modes` {op: mode}.
 """
 from __future__ import annotations
 
@@ -185,6 +186,15 @@ class Evaluator:
         """The plan's value of `tensor` as float32."""
         return self.plan.dequantize(tensor, self.value(tensor))
 
+    def _comparable(self, tensor: str, value: np.ndarray) -> np.ndarray:
+        """A plan value ready for a cosine: symmetric integer codes as they are (a positive
+        scale does not change a cosine, and skipping the dequantization saves a pass), other
+        values dequantized."""
+        ty = self.plan.types[tensor]
+        if ty.is_int and not ty.zp and ty.scale > 0:
+            return value
+        return self.plan.dequantize(tensor, value)
+
     def _known(self, tensor: str, track: _Track) -> None:
         if tensor not in track.prov:
             raise ModelError(f"no tensor named '{tensor}' in model '{self.graph.name}'"
@@ -342,7 +352,8 @@ class Evaluator:
         if key not in self._cos and self.lean:
             self._lean_cos([tensor])
         if key not in self._cos:
-            self._cos[key] = per_sample_cos(self.dequantized(tensor), self.reference(tensor))
+            self._cos[key] = per_sample_cos(self._comparable(tensor, self.value(tensor)),
+                                            self.reference(tensor))
         return self._cos[key]
 
     def layer_cos_many(self, tensors: Sequence[str]) -> dict[str, np.ndarray]:
@@ -376,7 +387,7 @@ class Evaluator:
 
         def visit(s0: int, s1: int, env: dict[str, np.ndarray]) -> None:
             for t in compared:
-                cos[t][s0:s1] = per_sample_cos(self.plan.dequantize(t, values[t][s0:s1]), env[t])
+                cos[t][s0:s1] = per_sample_cos(self._comparable(t, values[t][s0:s1]), env[t])
         keep = {t for t in compared if self._small(t)}
         if self._stream(track, steps, keep, visit, frozenset(compared)):
             for t in compared:
@@ -401,7 +412,7 @@ class Evaluator:
         if found is None:
             ins = [self.plan.encode(t, self.reference(self.source(t))) for t in step.inputs]
             out = self._run(step, ins)[step.outputs.index(op)]
-            found = self._cos[key] = per_sample_cos(self.plan.dequantize(op, out),
+            found = self._cos[key] = per_sample_cos(self._comparable(op, out),
                                                     self.reference(op))
         return found
 
