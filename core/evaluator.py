@@ -388,7 +388,8 @@ class Evaluator:
         def visit(s0: int, s1: int, env: dict[str, np.ndarray]) -> None:
             for t in compared:
                 cos[t][s0:s1] = per_sample_cos(self._comparable(t, values[t][s0:s1]), env[t])
-        keep = {t for t in compared if self._small(t)}
+        # a single layer keeps its value (the next layer starts from it); a batch keeps none
+        keep = {t for t in compared[-1:] if self._small(t)} if len(tensors) == 1 else set()
         if self._stream(track, steps, keep, visit, frozenset(compared)):
             for t in compared:
                 self._cos[("acc", self._current.prov[t], t)] = cos[t]

@@ -289,13 +289,17 @@ SEARCH_METHODS = ("reference", "greedy")
 
 
 def run_search(space: SearchSpace, method: str, *, expected_cos: float, min_layer_cos: float,
-               time_budget: float | None = None) -> SearchResult:
+               time_budget: float | None = None, max_float: int | None = None) -> SearchResult:
     """Run the search called `method` (`reference` or `greedy`)."""
+    if max_float is not None and max_float < 1:
+        raise OptionError(f"max_float_layers {max_float} is not valid; give 1 or more")
     if method == "reference":
-        return reference_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos)
+        return reference_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos,
+                                max_float=max_float)
     if method == "greedy":
         from .search_greedy import greedy_search
-        return greedy_search(space, expected_cos=expected_cos, time_budget=time_budget)
+        return greedy_search(space, expected_cos=expected_cos, time_budget=time_budget,
+                             max_float=max_float)
     raise OptionError(f"unknown search '{method}'; choose one of {', '.join(SEARCH_METHODS)}")
 
 

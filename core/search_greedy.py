@@ -30,9 +30,10 @@ from .tables import LossRow
 Unit = tuple[str, ...]
 
 
-def greedy_search(space: SearchSpace, *, expected_cos: float,
-                  time_budget: float | None = None) -> SearchResult:
-    """See the module docstring; cosines are true cosines."""
+def greedy_search(space: SearchSpace, *, expected_cos: float, time_budget: float | None = None,
+                  max_float: int | None = None) -> SearchResult:
+    """See the module docstring; cosines are true cosines. `max_float` caps the number of float
+    layers (the best plan within the cap when the target needs more)."""
     start = time.perf_counter()
     budget = _Budget(start, time_budget)
     ev = space.evaluator
@@ -54,7 +55,8 @@ def greedy_search(space: SearchSpace, *, expected_cos: float,
             measured[unit] = space.evaluate(unit)
             bar.advance()
     result.ranking = {"+".join(u): c for u, c in sorted(measured.items(), key=lambda kv: -kv[1])}
-    floats, cur = _add_greedily(space, result, measured, int8, expected_cos, budget)
+    floats, cur = _add_greedily(space, result, measured, int8, expected_cos, budget,
+                                max_float or len(candidates))
     if cur > expected_cos:
         floats = _prune(space, result, floats, expected_cos, budget)
     if budget.hit:
@@ -89,7 +91,8 @@ def units(space: SearchSpace, candidates: list[str]) -> list[Unit]:
 
 
 def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, float],
-                  int8: float, expected_cos: float, budget: _Budget) -> tuple[list[str], float]:
+                  int8: float, expected_cos: float, budget: _Budget,
+                  max_float: int) -> tuple[list[str], float]:
     """Step 2: lazy greedy on the gain per added layer, with neighbour refresh; returns the
     float layers and their output cosine."""
     floats: list[str] = []
@@ -101,6 +104,10 @@ def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, f
     def added(unit: Unit) -> list[str]:
         return [op for op in unit if op not in floats]
 
+    def drop_unaffordable() -> None:
+        for u in [u for u in gain if not added(u) or len(floats) + len(added(u)) > max_float]:
+            del gain[u]                                  # nothing to add, or over the cap
+
     def measure(unit: Unit) -> None:
         space.use(floats)
         with space.evaluator.keeping():                 # the next trial reuses its prefix
@@ -108,6 +115,7 @@ def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, f
         gain[unit] = cos[unit] - cur
         fresh.add(unit)
 
+    drop_unaffordable()
     while gain and cur <= expected_cos and not budget.over():
         unit = max(gain, key=lambda u: (gain[u] / len(added(u)), u in fresh, -len(u)))
         if unit not in fresh:
@@ -121,8 +129,7 @@ def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, f
         cur = cos[unit]
         result.trials.append(Trial("+".join(unit), new, cur, "kept"))
         result.curve.append(point(space, floats, cur))
-        for u in [u for u in gain if not added(u)]:
-            del gain[u]                                  # nothing left to add
+        drop_unaffordable()
         near = set(new) | {n for op in new for n in _neighbours(space.graph, op)}
         fresh = set()
         for u in [u for u in gain if near & set(u)]:
@@ -132,7 +139,7 @@ def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, f
     if cur > expected_cos:
         result.reason = "target reached"
     elif not gain:
-        result.reason = "no layer left to try; target not reached"
+        result.reason = f"no layer left to try within {max_float} float layers; target not reached"
     return floats, cur
 
 

@@ -369,12 +369,14 @@ class Session:
     def search_qtable(self, expected_cos: float = 0.99, min_layer_cos: float = 0.99, *,
                       method: str = "reference", samples: int | None = None,
                       compare_layers: str | None = None, time_budget: float | None = None,
-                      apply: bool = True, low_memory: bool = False, scale: str = "true"):
+                      apply: bool = True, low_memory: bool = False, scale: str = "true",
+                      max_float: int | None = None):
         """Search the layers to keep in float so the outputs reach `expected_cos` (cosines to
         F32; `scale` reference takes the tutorial's 0.5+0.5*cos numbers, e.g. 0.9999 and 0.999,
         the result is in true cosines). `method` is `reference` (the tutorial's run_qtable walk) or
         `greedy` (fewer float layers); `samples` defaults to the working set. The found qtable
         becomes current (undoable) unless `apply` is False; the loss table is kept.
+        `max_float` caps the float layers (reference default: a quarter of the ops).
         `low_memory` runs on a separate evaluator that forgets values as the walk passes them
         (for large sample counts; the session's cached values are not reused or kept)."""
         from .chips import resolve_fp_type
@@ -392,7 +394,7 @@ class Session:
                             parse_compare_layers(compare_layers), release=not own_set,
                             progress=self.progress)
         result = run_search(space, method, expected_cos=expected, min_layer_cos=min_layer,
-                            time_budget=time_budget)
+                            time_budget=time_budget, max_float=max_float)
         result.loss_table.chip = self.settings.chip
         self.loss_table = result.loss_table
         if apply:

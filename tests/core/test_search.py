@@ -168,3 +168,12 @@ def test_bad_targets_and_compare_layers(kit):
         space_of(kit, rates={"f_Con": 1.0})
     with pytest.raises(Exception, match="sort"):
         read_loss_table.__globals__["LossTable"]().sorted("size")
+
+
+def test_float_cap_of_the_greedy_search(kit):
+    result = greedy_search(space_of(kit), expected_cos=0.9999999, max_float=2)
+    assert len(result.qtable) <= 2 and "f_Conv" in result.qtable
+    assert "within 2 float layers" in result.reason or "no remaining layer" in result.reason
+    with pytest.raises(OptionError, match="max_float_layers 0"):
+        from tpushell.core.search import run_search
+        run_search(space_of(kit), "greedy", expected_cos=0.99, min_layer_cos=0.99, max_float=0)

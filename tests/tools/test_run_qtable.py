@@ -65,7 +65,10 @@ def test_greedy_search(tiny, tmp_path, capsys):
     assert run(tiny, tmp_path, "--search", "greedy", "--time_budget", "60") == 0
     out = capsys.readouterr().out
     assert "1 F16 layer(s); 10 sample(s); greedy search: target reached" in out
+    assert re.search(r"^curve \(float layers: output cos, 0.5\+0.5\*cos\): 0: 0\.\d+, ", out, re.M)
     assert read_qtable(tmp_path / "qtable").modes == {"f_Conv": "F16"}
+    assert run(tiny, tmp_path, "--max_float_layers", "1", min_layer=0.99999999) == 0
+    assert len(read_qtable(tmp_path / "qtable")) <= 1
 
 
 def test_int8_good_enough_still_writes_an_empty_qtable(tiny, tmp_path, capsys):

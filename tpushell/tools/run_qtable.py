@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search algorithm (default reference)")
     p.add_argument("--time_budget", type=float,
                    help="greedy: stop after this many seconds with the best table found so far")
+    p.add_argument("--max_float_layers", type=int,
+                   help="at most this many float layers (default: reference search a quarter of "
+                        "the ops, greedy no cap)")
     return p
 
 
@@ -91,7 +94,8 @@ def _main(argv: Sequence[str] | None) -> int:
     s.use_data(args.dataset, data_list=args.data_list)
     result = s.search_qtable(expected, min_layer, method=args.search, samples=args.input_num,
                              compare_layers=args.global_compare_layers or None,
-                             time_budget=args.time_budget, low_memory=True)
+                             time_budget=args.time_budget, low_memory=True,
+                             max_float=args.max_float_layers)
     table = result.loss_table
     print("\n".join(loss_rows(table)))
     print(f"int8 outputs_cos:{reference_cos(result.int8_cos):.6f} old")
@@ -110,6 +114,9 @@ def _main(argv: Sequence[str] | None) -> int:
     write_qtable(args.quantize_table, result.qtable, chip=args.chip, mix_mode=result.float_mode,
                  sample_number=result.samples)
     print(f"Output mix quantization table to {args.quantize_table}")
+    if args.search == "greedy":
+        print("curve (float layers: output cos, 0.5+0.5*cos): " + ", ".join(
+            f"{p.floats}: {reference_cos(p.cos):.6f}" for p in result.curve))
     print(f"total time:{time.perf_counter() - start:.0f} second")
     return 0
 
