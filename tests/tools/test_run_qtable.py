@@ -67,8 +67,11 @@ def test_greedy_search(tiny, tmp_path, capsys):
     assert "1 F16 layer(s); 10 sample(s); greedy search: target reached" in out
     assert re.search(r"^curve \(float layers: output cos, 0.5\+0.5\*cos\): 0: 0\.\d+, ", out, re.M)
     assert read_qtable(tmp_path / "qtable").modes == {"f_Conv": "F16"}
+    assert run(tiny, tmp_path, "--search", "greedy", "--max_float_layers", "1",
+               expected=0.99999999) == 0
+    assert read_qtable(tmp_path / "qtable").modes == {"f_Conv": "F16"}
     assert run(tiny, tmp_path, "--max_float_layers", "1", min_layer=0.99999999) == 0
-    assert len(read_qtable(tmp_path / "qtable")) <= 1
+    assert "stopped: more than 1 float layers" in capsys.readouterr().out
 
 
 def test_int8_good_enough_still_writes_an_empty_qtable(tiny, tmp_path, capsys):

@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time_budget", type=float,
                    help="greedy: stop after this many seconds with the best table found so far")
     p.add_argument("--max_float_layers", type=int,
-                   help="at most this many float layers (default: reference search a quarter of "
-                        "the ops, greedy no cap)")
+                   help="reference search: stop once more than this many layers are float "
+                        "(default a quarter of the ops; the last trial may pass it, as in the "
+                        "reference); greedy: never more than this many (default no cap)")
     return p
 
 
