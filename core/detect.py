@@ -176,7 +176,7 @@ def onnx_upto(proto, outputs: Sequence[str]):
     return cut
 
 
-MODEL_KINDS = (".onnx", ".cfg", ".mlir")
+MODEL_KINDS = (".onnx", ".cfg", ".mlir", ".bmodel", ".cvimodel", ".tpsm")
 
 
 def load_detection_graph(path: str, *, net_input_dims: Sequence[int] | None = None,
@@ -212,10 +212,27 @@ def load_detection_graph(path: str, *, net_input_dims: Sequence[int] | None = No
 
 def open_detector(path: str | os.PathLike, *, net_input_dims: Sequence[int] | None = None,
                   model_data: str | None = None) -> Detector:
-    """A Detector for a model file (.onnx, darknet .cfg, .mlir)."""
+    """A Detector for a model file (.onnx, darknet .cfg, .mlir, or a deployed model)."""
+    from .deploy import DEPLOYED_SUFFIXES, is_deployed_model
     path = os.fspath(path)
+    if path.lower().endswith(DEPLOYED_SUFFIXES) or is_deployed_model(path):
+        return deployed_detector(path, net_input_dims)
     graph = load_detection_graph(path, net_input_dims=net_input_dims, model_data=model_data)
     return graph_detector(graph, name=_stem(path))
+
+
+def deployed_detector(path: str, net_input_dims: Sequence[int] | None = None) -> Detector:
+    """A Detector running a deployed model (`core/deploy.py`) as the chip computes it."""
+    from .deploy import load_deployed
+    model = load_deployed(path)
+    graph = model.graph
+    if net_input_dims and tuple(graph.inputs[0].shape[2:]) != tuple(net_input_dims):
+        raise OptionError(f"--net_input_dims {list(net_input_dims)} does not fit {path}, whose "
+                          f"input is {list(graph.inputs[0].shape)}")
+    heads = graph_heads(graph, YoloSpec.for_graph(graph))
+    input_name = graph.input_names[0]
+    return graph_detector(graph, name=_stem(path),
+                          forward=lambda x: model.run({input_name: x}, heads))
 
 
 def _stem(path: str) -> str:

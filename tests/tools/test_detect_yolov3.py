@@ -76,3 +76,24 @@ def test_tutorial_command_verbatim(zoo, tmp_path):
     assert done.stdout.splitlines() == ["orange:79.1% box 272,244,335,305",
                                         "person:67.5% box 35,104,271,316"]
     assert Image.open(work / "yolov3_onnx.jpg").size == (427, 640)
+
+
+@pytest.mark.zoo
+def test_tutorial_int8_step_with_a_deployed_model(zoo, golden, tmp_path, monkeypatch, capsys):
+    """Tutorial 'Step 4: Run model': detect_yolov3.py on the deployed INT8 model (deployed here
+    from the reference's calibration table), as the chip computes it."""
+    from tpushell.core import Session
+    from tpushell.core.tables import read_calibration_table
+    s = Session()
+    s.load(zoo / "yolov3-tiny" / "tiny-yolov3-11.onnx", input_shapes=[[1, 3, 416, 416]],
+           output_names=["transpose_output1", "transpose_output"], scale=[0.0039216] * 3,
+           pixel_format="rgb", keep_aspect_ratio=True, pad_value=128)
+    s.calibration = read_calibration_table(golden / "tpumlir_cali_table")
+    s.deploy(tmp_path / "yolov3_int8.bmodel", quantize="INT8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--model", "yolov3_int8.bmodel", "--input",
+                 str(zoo / "COCO2017" / "000000366711.jpg"), "--output", "yolov3_int8.jpg"]) == 0
+    # the boxes decoded from the reference's own INT8 heads (golden dump) are the same
+    assert capsys.readouterr().out.splitlines() == ["orange:76.1% box 269,245,339,305",
+                                                    "person:64.9% box 23,106,279,318"]
+    assert Image.open(tmp_path / "yolov3_int8.jpg").size == (427, 640)

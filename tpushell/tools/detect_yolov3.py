@@ -15,7 +15,8 @@ from tpushell.tools.common import parse_floats, progress_bar, run_tool
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
-DESCRIPTION = "Detect objects with a YOLOv3 model (.onnx, darknet .cfg, .mlir) and draw them."
+DESCRIPTION = ("Detect objects with a YOLOv3 model (.onnx, darknet .cfg, .mlir, or a deployed "
+               "model) and draw them.")
 EPILOG = """\
 model kinds:
   .onnx  run by the tpushell F32 simulator. The model is cut at its YOLO heads automatically
@@ -27,6 +28,8 @@ model kinds:
   .cfg   darknet cfg (weights from --model_data, default <cfg stem>.weights); anchors and masks
          come from the cfg.
   .mlir  a model_transform output; its own preprocessing settings are used.
+  .bmodel, .cvimodel, .tpsm  a model written by model_deploy.py (tpushell's simulator container,
+         not a Sophgo binary), run as the chip computes it, with the preprocessing it carries.
 decoding: heads NCHW or NHWC (read from the shape), matched to anchors by grid size; anchors
   10,14 23,27 37,58 81,82 135,169 344,319 with masks 3,4,5 (stride 32) and 1,2,3 (stride 16)
   unless the model came from a darknet cfg; score = objectness x class; per-class NMS.
@@ -44,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     from tpushell.core.yolo import DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES
     p = argparse.ArgumentParser(prog="detect_yolov3.py", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model file: .onnx, darknet .cfg or .mlir")
+    p.add_argument("--model", required=True,
+                   help="model file: .onnx, darknet .cfg, .mlir or a deployed .bmodel")
     p.add_argument("--model_data", help="darknet .weights for a .cfg model")
     p.add_argument("--input", required=True, help="an image file, or a directory of images")
     p.add_argument("--output", required=True,
