@@ -55,8 +55,10 @@ def greedy_search(space: SearchSpace, *, expected_cos: float, time_budget: float
             measured[unit] = space.evaluate(unit)
             bar.advance()
     result.ranking = {"+".join(u): c for u, c in sorted(measured.items(), key=lambda kv: -kv[1])}
-    floats, cur = _add_greedily(space, result, measured, int8, expected_cos, budget,
-                                max_float or len(candidates))
+    cap = max_float or len(candidates)
+    with Progress(space.progress, "adding float layers", cap) as bar:
+        floats, cur = _add_greedily(space, result, measured, int8, expected_cos, budget, cap,
+                                    bar)
     if cur > expected_cos:
         floats = _prune(space, result, floats, expected_cos, budget)
     if budget.hit:
@@ -91,8 +93,8 @@ def units(space: SearchSpace, candidates: list[str]) -> list[Unit]:
 
 
 def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, float],
-                  int8: float, expected_cos: float, budget: _Budget,
-                  max_float: int) -> tuple[list[str], float]:
+                  int8: float, expected_cos: float, budget: _Budget, max_float: int,
+                  bar: Progress) -> tuple[list[str], float]:
     """Step 2: lazy greedy on the gain per added layer, with neighbour refresh; returns the
     float layers and their output cosine."""
     floats: list[str] = []
@@ -126,6 +128,7 @@ def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, f
             return floats, cur
         new = tuple(added(unit))
         floats += list(new)
+        bar.advance(len(new))
         cur = cos[unit]
         result.trials.append(Trial("+".join(unit), new, cur, "kept"))
         result.curve.append(point(space, floats, cur))

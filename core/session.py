@@ -146,6 +146,8 @@ class Session:
         from .calibrate import calibrate_samples
         from .dataset import select_samples
         samples = select_samples(dataset, data_list, input_num)
+        if self.dataset is None and self.data_list is None:     # checks and searches use it too
+            self.use_data(dataset, data_list=data_list)
         tune = select_samples(data_list=tune_list) if tune_list is not None else None
         table, stats = calibrate_samples(self.model, samples, method=method, tune_samples=tune,
                                          tune_num=tune_num, bins=histogram_bin_num,
@@ -305,8 +307,8 @@ class Session:
         """The first `samples` (default: the setting) samples of the data, as one batch."""
         from .dataset import load_batches, select_samples
         if self.dataset is None and self.data_list is None:
-            raise StateError("no sample data for checks and searches: give a folder with "
-                             "use_data(dataset=...) (the shell: `calibrate DATASET` or `data DIR`)")
+            raise StateError("no sample data for checks and searches: calibrate on a dataset, or "
+                             "give a folder with use_data(dataset=...)")
         picked = select_samples(self.dataset, self.data_list, input_num=samples or self.settings.samples)
         return next(iter(load_batches(picked, self.model, batch_size=len(picked))))
 

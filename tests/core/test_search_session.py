@@ -144,7 +144,7 @@ def test_check_needs_data(data):
     s = Session()
     s.load(model)
     s.calibration = table
-    with pytest.raises(StateError, match="use_data"):
+    with pytest.raises(StateError, match="calibrate on a dataset, or give a folder"):
         s.check()
     with pytest.raises(Exception, match="not found"):
         s.use_data("/no/such/folder")
@@ -185,3 +185,12 @@ def test_targets_in_the_reference_scale(data):
     assert s.check(min_layer_cos=0.995, scale="reference").min_layer_cos == pytest.approx(0.99)
     with pytest.raises(OptionError, match="scale 'half'"):
         s.search_qtable(0.99, 0.99, scale="half")
+
+
+def test_calibration_data_is_the_working_set(data):
+    model, folder, _ = data
+    s = Session()
+    s.load(model)
+    s.calibrate(folder, method="max", tune_num=0)
+    assert s.dataset == str(folder)
+    assert s.check().samples == s.settings.samples

@@ -77,8 +77,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from tpushell.core.errors import OptionError
     from tpushell.core.metrics import reference_cos
     from tpushell.core.search import check_cos, to_true_cos
-    from tpushell.core.tables import loss_rows, read_calibration_table, write_loss_table, \
-        write_qtable
+    from tpushell.core.tables import loss_rows, write_loss_table, write_qtable
     start = time.perf_counter()
     args = build_parser().parse_args(argv)
     expected = to_true_cos(check_cos(args.expected_cos, "--expected_cos"), "reference")
@@ -90,8 +89,7 @@ def _main(argv: Sequence[str] | None) -> int:
     s = Session(args.chip, progress=progress_bar())
     s.settings.set("fp_type", args.fp_type)
     s.load(args.mlir_file)
-    s.calibration = read_calibration_table(args.calibration_table)
-    s.lowerer()                                   # a table for another model fails here
+    s.load_calibration(args.calibration_table)   # a table for another model fails here
     s.use_data(args.dataset, data_list=args.data_list)
     result = s.search_qtable(expected, min_layer, method=args.search, samples=args.input_num,
                              compare_layers=args.global_compare_layers or None,
