@@ -59,6 +59,7 @@ def greedy_search(space: SearchSpace, *, expected_cos: float, time_budget: float
     with Progress(space.progress, "adding float layers", cap) as bar:
         floats, cur = _add_greedily(space, result, measured, int8, expected_cos, budget, cap,
                                     bar)
+        bar.advance(bar.total - bar.done)               # the cap is only an upper bound
     if cur > expected_cos:
         floats = _prune(space, result, floats, expected_cos, budget)
     if budget.hit:
