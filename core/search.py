@@ -8,7 +8,8 @@
 deliberate fixes of DESIGN.md: the outputs are compared with the F32 model, the printed mixed
 cosine is that of the final mixed plan, and the loss table lists every candidate layer. A trial
 that makes the outputs worse than all-INT8 is reverted before the float-layer limit is checked,
-so a failed search never writes a harmful layer. `core/search_greedy.py` holds the better search.
+so a failed search never writes a harmful layer. `core/search_greedy.py` holds the better search,
+which starts from this walk.
 
 Every cosine here is a true cosine (the tools convert to the reference's 0.5+0.5*cos).
 Trials run on the incremental evaluator: a trial recomputes from the first changed layer on.
@@ -278,6 +279,7 @@ def reference_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: 
             if len(floats) > max_float:
                 reason = f"stopped: more than {max_float} float layers (a quarter of the ops)"
                 break
+        bar.advance(bar.total - bar.done)
     mix = space.evaluate(floats)
     return SearchResult("reference", space.qtable(floats), int8, mix, expected_cos,
                         loss_table(space, rows, candidates), space.float_mode, ev.samples,
@@ -298,8 +300,8 @@ def run_search(space: SearchSpace, method: str, *, expected_cos: float, min_laye
                                 max_float=max_float)
     if method == "greedy":
         from .search_greedy import greedy_search
-        return greedy_search(space, expected_cos=expected_cos, time_budget=time_budget,
-                             max_float=max_float)
+        return greedy_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos,
+                             time_budget=time_budget, max_float=max_float)
     raise OptionError(f"unknown search '{method}'; choose one of {', '.join(SEARCH_METHODS)}")
 
 

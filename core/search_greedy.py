@@ -1,70 +1,34 @@
-"""The better search (`--search greedy`): rank layers by what floating them gains, add them
-greedily with re-evaluation, then drop the ones the target does not need.
+"""The better search (`--search greedy`): the reference walk as a seed, then layers dropped where
+the outputs do not need them and added greedily where they gain the most.
 
-    result = greedy_search(space, expected_cos=0.9998, time_budget=60)
+    result = greedy_search(space, expected_cos=0.9998, min_layer_cos=0.998, time_budget=60)
     result.curve        # output cosine against the number of float layers and their cost
 
-A unit is one layer, or one layer with its consumers (then the activation between them is
-float too: a float layer whose output is cast back to INT8 for the next layer loses what a
-huge-range activation lost, so some layers only pay off in pairs).
-1. Ranking: the output cosine with only that unit in float, for every unit; each trial
-   recomputes from the unit on, reusing the all-INT8 values before it.
-2. Lazy greedy on the output cosine gained per layer added: the unit with the best estimate
-   is measured again first if its gain is stale (measured before the last addition); it is added
-   when its fresh gain per layer is the best and positive. Units next to an addition are measured
-   again at once, since a float layer often makes its neighbours worth floating (only a run of
-   float layers keeps the activations between them out of INT8), and gaining per layer makes
-   extending such a run cheap.
-3. Pruning: once the target is reached, each float layer (the latest added first) is dropped if
-   the target still holds without it.
-A time budget stops the search at the next trial and keeps the best qtable found so far.
+Why this shape: on a CNN, float pays off in runs. A float layer whose output is cast back to
+INT8 for an INT8 consumer keeps the activation quantization it was meant to remove, so a
+single layer gains little; a run of float layers removes the quantization of every activation
+inside it. The reference walk grows such a run from the first layer that loses accuracy, which
+a ranking of single layers cannot see. So:
+1. Seed: the reference walk (core/search.py) with the same targets.
+2. Extension, while the target is not reached: lazy greedy on the output cosine gained per
+   layer added, over the layers next to the float ones (a run grows by its ends); when no such
+   layer helps, units (one layer, or a layer with its consumers) are each measured once with
+   the float layers so far, and the best seeds a new run.
+3. Pruning: each float layer, the latest added first, is dropped if the outputs keep the target
+   (or, short of the target, lose nothing) without it.
+It never ends worse than the walk it started from: same target with no more float layers, or a
+higher cosine within the same number. A time budget stops it at the next trial with the best
+plan found so far; `max_float` caps the float layers.
 """
 from __future__ import annotations
 
 import math
 import time
+
 from .progress import Progress
-from .search import SearchResult, SearchSpace, Trial, loss_table, point
-from .tables import LossRow
+from .search import SearchResult, SearchSpace, Trial, point, reference_search
 
 Unit = tuple[str, ...]
-
-
-def greedy_search(space: SearchSpace, *, expected_cos: float, time_budget: float | None = None,
-                  max_float: int | None = None) -> SearchResult:
-    """See the module docstring; cosines are true cosines. `max_float` caps the number of float
-    layers (the best plan within the cap when the target needs more)."""
-    start = time.perf_counter()
-    budget = _Budget(start, time_budget)
-    ev = space.evaluator
-    int8 = space.evaluate([])
-    candidates = space.candidates()
-    rows = {op: LossRow(op, float(c.mean())) for op, c in ev.layer_cos_many(candidates).items()}
-    result = SearchResult("greedy", space.qtable([]), int8, int8, expected_cos,
-                          loss_table(space, rows, candidates), space.float_mode, ev.samples,
-                          "INT8 already meets the target; no layer needs float",
-                          curve=[point(space, [], int8)])
-    if int8 > expected_cos:
-        return _finish(space, result, [], start)
-    measured: dict[Unit, float] = {}
-    all_units = units(space, candidates)
-    with ev.keeping(), Progress(space.progress, "ranking layers", len(all_units)) as bar:
-        for unit in all_units:
-            if budget.over():
-                break
-            measured[unit] = space.evaluate(unit)
-            bar.advance()
-    result.ranking = {"+".join(u): c for u, c in sorted(measured.items(), key=lambda kv: -kv[1])}
-    cap = max_float or len(candidates)
-    with Progress(space.progress, "adding float layers", cap) as bar:
-        floats, cur = _add_greedily(space, result, measured, int8, expected_cos, budget, cap,
-                                    bar)
-        bar.advance(bar.total - bar.done)               # the cap is only an upper bound
-    if cur > expected_cos:
-        floats = _prune(space, result, floats, expected_cos, budget)
-    if budget.hit:
-        result.reason = f"time budget of {time_budget:g} s used up; best plan found so far"
-    return _finish(space, result, floats, start)
 
 
 class _Budget:
@@ -79,7 +43,127 @@ class _Budget:
         return self.hit
 
 
-def units(space: SearchSpace, candidates: list[str]) -> list[Unit]:
+class _Search:
+    """The float set being built, its output cosine, and the trials and curve that record it."""
+
+    def __init__(self, space: SearchSpace, result: SearchResult, candidates: list[str],
+                 budget: _Budget, cap: int) -> None:
+        self.space, self.result, self.budget, self.cap = space, result, budget, cap
+        self.candidates = candidates
+        self.floats = list(result.qtable)
+        self.cos = result.mix_cos
+        self.ranking: dict[Unit, float] | None = None
+
+    def reached(self) -> bool:
+        return self.cos > self.result.expected_cos
+
+    def added(self, unit: Unit) -> list[str]:
+        return [op for op in unit if op not in self.floats]
+
+    def measure(self, unit: Unit) -> float:
+        """Output cosine with `unit` added; the current plan's values stay stored meanwhile."""
+        self.space.use(self.floats)
+        with self.space.evaluator.keeping():
+            return self.space.evaluate(self.floats + self.added(unit))
+
+    def record(self, what: str, floats: list[str], cos: float, decision: str,
+               changed: tuple[str, ...]) -> None:
+        self.floats, self.cos = floats, cos
+        self.result.trials.append(Trial(what, changed, cos, decision))
+        self.result.curve.append(point(self.space, floats, cos))
+
+    # ---- 2. extension -----------------------------------------------------------------------
+    def extend(self, bar: Progress) -> None:
+        measured: dict[Unit, float] = {}      # output cosine with the unit, maybe stale
+        gain: dict[Unit, float] = {}          # ... gained per layer added, when measured
+        fresh: set[Unit] = set()
+        while not self.reached() and not self.budget.over():
+            for unit in self.frontier():
+                gain.setdefault(unit, math.inf)     # not measured yet: measured first
+            gain = {u: g for u, g in gain.items()
+                    if self.added(u) and len(self.floats) + len(self.added(u)) <= self.cap}
+            unit = max(gain, key=lambda u: (gain[u], u in fresh, -len(u))) if gain else None
+            if unit is not None and unit not in fresh:
+                measured[unit] = self.measure(unit)
+                gain[unit] = (measured[unit] - self.cos) / len(self.added(unit))
+                fresh.add(unit)
+                continue
+            if unit is None or gain[unit] <= 0:
+                if self.seed(measured, gain, fresh):
+                    continue
+                self.result.reason = "no remaining layer improves the outputs" if gain else \
+                    f"no layer left to try within {self.cap} float layers"
+                self.result.reason += "; target not reached"
+                return
+            new = tuple(self.added(unit))
+            self.record("+".join(unit), self.floats + list(new), measured.pop(unit), "added", new)
+            bar.advance(len(new))
+            del gain[unit]
+            fresh = set()
+
+    def frontier(self) -> list[Unit]:
+        """Layers next to the float ones, each as a unit of its own."""
+        graph, allowed = self.space.graph, set(self.candidates)
+        near = []
+        for op in self.floats:
+            node = graph.node(op)
+            near += [graph.producer(t).name for t in graph.activation_inputs(node)
+                     if graph.producer(t)]
+            near += [c.name for t in node.outputs for c in graph.consumers(t)]
+        return [(op,) for op in dict.fromkeys(near) if op in allowed and op not in self.floats]
+
+    def seed(self, measured: dict[Unit, float], gain: dict[Unit, float], fresh: set[Unit]) -> bool:
+        """Measure every seed unit once with the current float layers and make them
+        candidates; False when that was done before."""
+        if self.ranking is not None:
+            return False
+        self.ranking = {}
+        units = seed_units(self.space, self.candidates)
+        with Progress(self.space.progress, "ranking layers", len(units)) as bar:
+            for unit in units:
+                if self.budget.over():
+                    break
+                self.ranking[unit] = self.measure(unit)
+                bar.advance()
+        for unit, cos in self.ranking.items():
+            if self.added(unit):
+                measured[unit] = cos
+                gain[unit] = (cos - self.cos) / len(self.added(unit))
+                fresh.add(unit)
+        self.result.ranking = {"+".join(u): c for u, c in
+                               sorted(self.ranking.items(), key=lambda kv: -kv[1])}
+        return True
+
+    # ---- 3. pruning -------------------------------------------------------------------------
+    def without(self, op: str) -> float:
+        """Output cosine with `op` back in INT8."""
+        self.space.use(self.floats)
+        with self.space.evaluator.keeping():
+            return self.space.evaluate([f for f in self.floats if f != op])
+
+    def prune(self) -> None:
+        """Drop each float layer (latest added first) the target, or the cosine, keeps without."""
+        target = self.reached()
+        for op in reversed(list(self.floats)):
+            if self.budget.over():
+                break
+            cos = self.without(op)
+            if (cos > self.result.expected_cos) if target else (cos >= self.cos):
+                self.record(op, [f for f in self.floats if f != op], cos, "dropped: not needed",
+                            ())
+        self.space.use(self.floats)
+
+    def trim(self) -> None:
+        """Back to the cap when the walk passed it: drop the layers missed least."""
+        while len(self.floats) > self.cap:
+            cos = {op: self.without(op) for op in self.floats}
+            op = max(cos, key=cos.get)
+            self.record(op, [f for f in self.floats if f != op], cos[op],
+                        f"dropped: over the cap of {self.cap}", ())
+        self.space.use(self.floats)
+
+
+def seed_units(space: SearchSpace, candidates: list[str]) -> list[Unit]:
     """Each candidate alone, and with its consumers that are candidates too (when it has any)."""
     graph = space.graph
     allowed = set(candidates)
@@ -93,81 +177,31 @@ def units(space: SearchSpace, candidates: list[str]) -> list[Unit]:
     return found
 
 
-def _add_greedily(space: SearchSpace, result: SearchResult, ranked: dict[Unit, float],
-                  int8: float, expected_cos: float, budget: _Budget, max_float: int,
-                  bar: Progress) -> tuple[list[str], float]:
-    """Step 2: lazy greedy on the gain per added layer, with neighbour refresh; returns the
-    float layers and their output cosine."""
-    floats: list[str] = []
-    cur = int8
-    gain = {u: c - int8 for u, c in ranked.items()}     # output cosine gained, when measured
-    cos = dict(ranked)                                   # output cosine with the unit, when fresh
-    fresh = set(gain)
-
-    def added(unit: Unit) -> list[str]:
-        return [op for op in unit if op not in floats]
-
-    def drop_unaffordable() -> None:
-        for u in [u for u in gain if not added(u) or len(floats) + len(added(u)) > max_float]:
-            del gain[u]                                  # nothing to add, or over the cap
-
-    def measure(unit: Unit) -> None:
-        space.use(floats)
-        with space.evaluator.keeping():                 # the next trial reuses its prefix
-            cos[unit] = space.evaluate(floats + added(unit))
-        gain[unit] = cos[unit] - cur
-        fresh.add(unit)
-
-    drop_unaffordable()
-    while gain and cur <= expected_cos and not budget.over():
-        unit = max(gain, key=lambda u: (gain[u] / len(added(u)), u in fresh, -len(u)))
-        if unit not in fresh:
-            measure(unit)
-            continue
-        if gain[unit] <= 0:
-            result.reason = "no remaining layer improves the outputs; target not reached"
-            return floats, cur
-        new = tuple(added(unit))
-        floats += list(new)
-        bar.advance(len(new))
-        cur = cos[unit]
-        result.trials.append(Trial("+".join(unit), new, cur, "kept"))
-        result.curve.append(point(space, floats, cur))
-        drop_unaffordable()
-        near = set(new) | {n for op in new for n in _neighbours(space.graph, op)}
-        fresh = set()
-        for u in [u for u in gain if near & set(u)]:
-            if cur > expected_cos or budget.over():
-                break
-            measure(u)
-    if cur > expected_cos:
+def greedy_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: float,
+                  time_budget: float | None = None, max_float: int | None = None) -> SearchResult:
+    """See the module docstring; cosines are true cosines."""
+    start = time.perf_counter()
+    budget = _Budget(start, time_budget)
+    result = reference_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos,
+                              max_float=max_float)
+    result.method = "greedy"
+    result.trials = [Trial(t.layer, t.added, t.cos, f"walk: {t.decision}") for t in result.trials]
+    if result.int8_cos > expected_cos:
+        return _finish(space, result, [], start)
+    candidates = [op for op in space.graph.op_names if op in {r.layer for r in result.loss_table}]
+    cap = max_float or len(candidates)
+    search = _Search(space, result, candidates, budget, cap)
+    search.trim()                                # the walk may pass its limit by one trial
+    with Progress(space.progress, "adding float layers", cap) as bar:
+        bar.advance(len(search.floats))
+        search.extend(bar)
+        bar.advance(bar.total - bar.done)        # the cap is only an upper bound
+    search.prune()
+    if search.reached():
         result.reason = "target reached"
-    elif not gain:
-        result.reason = f"no layer left to try within {max_float} float layers; target not reached"
-    return floats, cur
-
-
-def _prune(space: SearchSpace, result: SearchResult, floats: list[str], expected_cos: float,
-           budget: _Budget) -> list[str]:
-    """Step 3: drop float layers the target does not need, the latest added first."""
-    for op in reversed(list(floats)):
-        if budget.over():
-            break
-        rest = [f for f in floats if f != op]
-        cos = space.evaluate(rest)
-        if cos > expected_cos:
-            floats = rest
-            result.trials.append(Trial(op, (), cos, "dropped: target holds without it"))
-            result.curve.append(point(space, floats, cos))
-    return floats
-
-
-def _neighbours(graph, op: str) -> list[str]:
-    """Ops feeding `op` and ops fed by it."""
-    node = graph.node(op)
-    before = [graph.producer(t).name for t in graph.activation_inputs(node) if graph.producer(t)]
-    after = [c.name for t in node.outputs for c in graph.consumers(t)]
-    return list(dict.fromkeys(before + after))
+    if budget.hit:
+        result.reason = f"time budget of {time_budget:g} s used up; best plan found so far"
+    return _finish(space, result, search.floats, start)
 
 
 def _finish(space: SearchSpace, result: SearchResult, floats: list[str],

@@ -8,7 +8,7 @@ from tpushell.core.errors import ModelError, OptionError
 from tpushell.core.evaluator import Evaluator
 from tpushell.core.search import (SearchSpace, check_cos, parse_compare_layers,
                                   reference_search)
-from tpushell.core.search_greedy import greedy_search, units
+from tpushell.core.search_greedy import greedy_search, seed_units
 from tpushell.core.lowering import Lowerer
 from tpushell.core.tables import format_loss_table, read_loss_table, write_loss_table
 
@@ -17,7 +17,7 @@ from searchkit import fragile_graph, max_table, overflow_graph, samples
 SEARCHES = {
     "reference": lambda space, target: reference_search(space, expected_cos=target,
                                                         min_layer_cos=0.99),
-    "greedy": lambda space, target: greedy_search(space, expected_cos=target),
+    "greedy": lambda space, target: greedy_search(space, expected_cos=target, min_layer_cos=0.99),
 }
 
 
@@ -53,7 +53,8 @@ def test_greedy_needs_no_more_float_layers_than_the_reference(kit):
     assert len(greedy.qtable) <= len(ref.qtable)
     assert list(greedy.qtable) == ["f_Conv"]
     assert greedy.curve[0].floats == 0 and greedy.curve[-1].cos == greedy.mix_cos
-    assert "f_Conv" in list(greedy.ranking)[0].split("+")
+    assert greedy.mix_cos > 0.999 and [t.decision for t in greedy.trials] == \
+        ["walk: target reached", "dropped: not needed"]
 
 
 def test_reference_walk_sets_the_layer_and_its_consumers(kit):
@@ -98,9 +99,21 @@ def test_float_limit_stops_the_reference_walk(kit):
 
 
 def test_greedy_time_budget_keeps_the_best_so_far(kit):
-    result = greedy_search(space_of(kit), expected_cos=0.999, time_budget=1e-9)
+    result = greedy_search(space_of(kit), expected_cos=0.999, min_layer_cos=0.99, time_budget=1e-9)
     assert "time budget" in result.reason
-    assert len(result.qtable) == 0 and result.mix_cos == result.int8_cos
+    assert list(result.qtable) == ["f_Conv", "f_l_LeakyRelu"]      # the walk's, not pruned
+
+
+def test_greedy_seeds_a_run_when_the_walk_finds_nothing(kit, monkeypatch):
+    """A walk that tries nothing (its min_layer_cos below every cosine): ranked units seed the
+    greedy, which finds the fragile layer."""
+    import tpushell.core.search_greedy as search_greedy
+    monkeypatch.setattr(search_greedy, "reference_search", lambda space, **kw: reference_search(
+        space, **{**kw, "min_layer_cos": -1.0}))
+    result = greedy_search(space_of(kit), expected_cos=0.999, min_layer_cos=0.99)
+    assert result.trials[0].decision == "added" and "f_Conv" in result.trials[0].added
+    assert result.reached and list(result.qtable) == ["f_Conv"]
+    assert "f_Conv" in list(result.ranking)[0].split("+")
 
 
 @pytest.mark.parametrize("method", SEARCHES)
@@ -116,7 +129,7 @@ def test_lean_release_mode_gives_the_same_result(kit, method):
 def test_units_pair_a_layer_with_its_consumers(kit):
     space = space_of(kit)
     space.evaluate([])
-    found = units(space, space.candidates())
+    found = seed_units(space, space.candidates())
     assert ("f_Conv",) in found and ("f_Conv", "f_l_LeakyRelu") in found
     assert ("c_Conv",) in found and not any(u[0] == "c_Conv" and len(u) > 1 for u in found)
 
@@ -124,8 +137,9 @@ def test_units_pair_a_layer_with_its_consumers(kit):
 def test_progress_is_reported(kit):
     seen = []
     space = space_of(kit, progress=lambda task, done, total: seen.append((task, done, total)))
-    greedy_search(space, expected_cos=0.999)
-    assert seen[0][0] == "ranking layers" and seen[-1][0] == "adding float layers"
+    greedy_search(space, expected_cos=0.999, min_layer_cos=0.99)
+    assert [task for task, done, total in seen if done == 0] == \
+        ["mixed-precision search", "adding float layers"]
     last = {task: (done, total) for task, done, total in seen}
     assert all(done == total for done, total in last.values())
 
@@ -173,7 +187,8 @@ def test_bad_targets_and_compare_layers(kit):
 
 
 def test_float_cap_of_the_greedy_search(kit):
-    result = greedy_search(space_of(kit), expected_cos=0.9999999, max_float=2)
+    result = greedy_search(space_of(kit), expected_cos=0.9999999, min_layer_cos=0.9999999,
+                           max_float=2)
     assert len(result.qtable) <= 2 and "f_Conv" in result.qtable
     assert "within 2 float layers" in result.reason or "no remaining layer" in result.reason
     with pytest.raises(OptionError, match="max_float_layers 0"):
