@@ -182,10 +182,6 @@ class Evaluator:
         self._known(tensor, self._ref)
         return self._ensure(self._ref, [tensor])[0]
 
-    def dequantized(self, tensor: str) -> np.ndarray:
-        """The plan's value of `tensor` as float32."""
-        return self.plan.dequantize(tensor, self.value(tensor))
-
     def _comparable(self, tensor: str, value: np.ndarray) -> np.ndarray:
         """A plan value ready for a cosine: symmetric integer codes as they are (a positive
         scale does not change a cosine, and skipping the dequantization saves a pass), other
@@ -319,9 +315,9 @@ class Evaluator:
             del self._store[pid]
             excess -= nbytes
 
-    def release(self, tensors: Iterable[str], *, reference: bool = True) -> None:
-        """Forget the stored values of graph tensors (and of the casts made from them) in the
-        current plan and, with `reference`, in F32; they are recomputed if asked for again."""
+    def release(self, tensors: Iterable[str]) -> None:
+        """Forget the stored plan and F32 values of graph tensors (and of the casts made from
+        them); they are recomputed if asked for again."""
         drop = set(tensors)
         track = self._plan
         if track is not None:
@@ -329,10 +325,9 @@ class Evaluator:
                 for t in step.outputs:
                     if t in drop or (t not in self._tensors and self.source(t) in drop):
                         self._store.pop(track.prov[t], None)
-        if reference:
-            for t in drop:
-                if t in self._ref.prov and t not in self._inputs:
-                    self._store.pop(self._ref.prov[t], None)
+        for t in drop:
+            if t in self._ref.prov and t not in self._inputs:
+                self._store.pop(self._ref.prov[t], None)
 
     def stored_bytes(self) -> int:
         """Bytes held by all stored values."""

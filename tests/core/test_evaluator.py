@@ -215,3 +215,28 @@ def test_lean_cosines_equal_the_full_ones(kit, monkeypatch):
     ran = lean.steps_run
     lean.layer_cos("a_Conv")                       # cached cosine: nothing is recomputed
     assert lean.steps_run == ran
+
+
+@pytest.mark.zoo
+def test_yolov3_recheck_equals_a_full_recomputation(yolo_graph, golden, golden_input):
+    """On the real model: one middle layer to F16 recomputes only what follows it, with exactly
+    the numbers of a fresh evaluation."""
+    from tpushell.core.tables import read_calibration_table
+    lowerer = Lowerer(yolo_graph, read_calibration_table(golden / "tpumlir_cali_table"),
+                      "bm1684x")
+    feeds = {"input_1": np.concatenate([golden_input, golden_input[:, :, ::-1]])}
+    ev = Evaluator(yolo_graph, feeds)
+    ev.set_plan(lowerer.plan("INT8", QTable()))
+    first = ev.check()
+    changed = lowerer.plan("INT8", QTable({"conv5_Conv": "F16"}))
+    stale = ev.set_plan(changed)
+    assert {ev.source(t) for t in stale} == \
+        {"pool9_MaxPool"} | {"conv5_Conv"} | yolo_graph.downstream(["conv5_Conv"])
+    second = ev.check()
+    assert second.recomputed < first.recomputed / 2
+    fresh = Evaluator(yolo_graph, feeds)
+    fresh.set_plan(changed)
+    again = fresh.check()
+    assert again.layers == second.layers and again.outputs == second.outputs
+    unchanged = yolo_graph.op_names[:yolo_graph.position("conv5_Conv")]
+    assert all(second.layers[op] == first.layers[op] for op in unchanged)
