@@ -126,6 +126,7 @@ class Evaluator:
         self._store: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cos: dict[tuple, np.ndarray] = {}
         self._tensors = set(graph.tensor_names())
+        self._ref_keep = set(graph.outputs)      # F32 values a lean evaluator always keeps
         inputs = {t: self._intern(("input", t)) for t in graph.input_names}
         for t in graph.input_names:
             self._store[inputs[t]] = np.ascontiguousarray(feeds[t])
@@ -230,8 +231,9 @@ class Evaluator:
         False (nothing stored) when a step is not per-sample."""
         n = self.samples
         last = {t: i for i, step in enumerate(steps) for t in step.inputs}
-        per_sample = max(int(np.prod(self.graph.shapes.get(t, (1,))[1:]))
-                         for step in steps for t in step.outputs)
+        size_of = {t: int(np.prod(self.graph.shapes.get(t, (1,))[1:]))
+                   for step in steps for t in step.outputs}
+        per_sample = max(max(size_of.values()), sum(size_of.get(t, 0) for t in hold))
         chunk = max(1, STREAM_ELEMENTS // per_sample)
         out: dict[str, np.ndarray] = {}
         for s0 in range(0, n, chunk):
@@ -385,6 +387,7 @@ class Evaluator:
                 cos[t][s0:s1] = per_sample_cos(self._comparable(t, values[t][s0:s1]), env[t])
         # a single layer keeps its value (the next layer starts from it); a batch keeps none
         keep = {t for t in compared[-1:] if self._small(t)} if len(tensors) == 1 else set()
+        keep |= self._ref_keep & set(compared)
         if self._stream(track, steps, keep, visit, frozenset(compared)):
             for t in compared:
                 self._cos[("acc", self._current.prov[t], t)] = cos[t]
@@ -415,6 +418,7 @@ class Evaluator:
     def output_cos(self, layers: Mapping[str, float] | Sequence[str] | None = None) -> dict[str, float]:
         """Mean true cosine over samples of each graph output (or of the given layers)."""
         names = list(layers) if layers is not None else list(self.graph.outputs)
+        self._ref_keep.update(names)                   # compared again after every change
         self.values(names)
         self._ensure(self._ref, names)                 # one F32 pass for all of them
         return {t: float(self.layer_cos(t).mean()) for t in names}

@@ -104,6 +104,15 @@ class SearchSpace:
         self.use(floats)
         return self.evaluator.loss(self.rates)
 
+    def baseline(self) -> list[str]:
+        """Make the all-INT8 plan current, compare every candidate layer and the outputs with
+        F32 in one pass (cached), and return the candidates."""
+        self.use([])
+        found = self.candidates()
+        self.evaluator.layer_cos_many(list(dict.fromkeys(
+            found + list(self.rates or self.graph.outputs))))
+        return found
+
     def candidates(self) -> list[str]:
         """Ops the search may move to float: those running INT8 in the current plan, in order,
         restricted to ancestors of the compare layers when those are given."""
@@ -231,8 +240,8 @@ def reference_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: 
     """
     start = time.perf_counter()
     ev, graph = space.evaluator, space.graph
+    candidates = space.baseline()
     int8 = space.evaluate([])
-    candidates = space.candidates()
     max_float = len(graph.nodes) // 4 if max_float is None else max_float
     rows: dict[str, LossRow] = {}
     floats: list[str] = []
