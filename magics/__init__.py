@@ -16,7 +16,7 @@ def load_ipython_extension(ip) -> None:
     from tpushell.core import Session
     from tpushell.progressbar import ProgressBar
 
-    from .tpumagics import TpuMagics
+    from .tpumagics import TpuMagics, register_completers
 
     session = ip.user_ns.get("tpu")
     if session is None:
@@ -28,6 +28,7 @@ def load_ipython_extension(ip) -> None:
     # registration would replace ours; keep them to give back on unload
     ip._tpushell_shadowed = {name: ip.find_line_magic(name) for name in SHADOWED}
     ip.register_magics(TpuMagics(ip))
+    register_completers(ip)
 
 
 def unload_ipython_extension(ip) -> None:

@@ -10,12 +10,16 @@
 - Arguments are split like a shell (shlex), so quoting works as in tpushell: `%load "my model.onnx"`.
 - IPython expands `$var` and `{expr}` in magic lines first: `%infer $image`.
 - Help: `%load?` or `%load -h`. Errors are one-line UsageErrors; the session is left unchanged.
+- Tab completes options, subcommands, choices, layer names, settings and paths, as in the shell.
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import shlex
 import sys
+from dataclasses import fields
 from types import MethodType
 
 from IPython.core.error import UsageError
@@ -23,7 +27,7 @@ from IPython.core.magic import Magics, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
 from tpushell.core import Session
-from tpushell.core.commands import COMMANDS, attempt, build_parser
+from tpushell.core.commands import COMMANDS, attempt, build_parser, completion_kinds, subparsers
 from tpushell.core.results import Result
 
 
@@ -94,3 +98,68 @@ class TpuMagics(Magics):
         if outcome.error is not None:
             raise UsageError(str(outcome.error))
         return outcome.result
+
+
+def _action_at(parser: argparse.ArgumentParser, done: list[str]) -> tuple[argparse.ArgumentParser,
+                                                                           argparse.Action | None]:
+    """The (sub)parser and the argument that the next token fills, after the tokens `done`."""
+    positionals = [a for a in parser._actions if not a.option_strings]
+    options = {o: a for a in parser._actions for o in a.option_strings}
+    index, waiting = 0, None
+    for token in done:
+        if waiting is not None:
+            waiting = None
+        elif token in options:
+            waiting = options[token] if options[token].nargs != 0 else None
+        elif not token.startswith("-") and index < len(positionals):
+            action = positionals[index]
+            if isinstance(action, argparse._SubParsersAction) and token in action.choices:
+                return _action_at(action.choices[token], done[done.index(token) + 1:])
+            if action.nargs not in ("+", "*"):
+                index += 1
+    return parser, waiting or (positionals[index] if index < len(positionals) else None)
+
+
+def _values(session: Session, parser: argparse.ArgumentParser, action, done: list[str],
+            word: str) -> list[str]:
+    kind = completion_kinds(parser).get(action.dest)
+    if action.choices:
+        return [str(c) for c in action.choices]
+    if kind == "layer" and session.graph is not None:
+        return session.graph.op_names + sorted(session.graph.summary())
+    if kind == "setting":
+        return [f.name for f in fields(session.settings)]
+    if kind == "setting_value" and done:
+        spec = {f.name: f for f in fields(session.settings)}.get(done[-1])
+        return list(spec.metadata.get("choices") or ()) if spec else []
+    if kind == "path":
+        return [p + ("/" if os.path.isdir(p) else "") for p in glob.glob(os.path.expanduser(word) + "*")]
+    return []
+
+
+def complete_magic(session: Session, name: str, line: str) -> list[str]:
+    """What Tab offers after `%name ...line`: options, subcommands, choices, layers, paths."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError:
+        return []
+    word = "" if not line or line[-1].isspace() else tokens.pop()
+    parser, action = _action_at(build_parser(name), tokens)
+    if word.startswith("-"):
+        return [o for a in parser._actions for o in a.option_strings if o.startswith(word)]
+    found = _values(session, parser, action, tokens, word) if action is not None else []
+    return [v for v in found if v.startswith(word)]
+
+
+def register_completers(ip) -> None:
+    """IPython's completion hook for every magic of ours."""
+    def completer(self, event) -> list[str]:
+        name, _, rest = event.line.lstrip("%").partition(" ")
+        magics = ip.find_line_magic(name)
+        session = ip.user_ns.get("tpu")
+        if name not in COMMANDS or not isinstance(getattr(magics, "__self__", None), TpuMagics) \
+                or not isinstance(session, Session):
+            return []
+        return complete_magic(session, name, rest)
+    for name in COMMANDS:
+        ip.set_hook("complete_command", completer, str_key=f"%{name}")

@@ -110,3 +110,15 @@ def test_infer_saves_every_tensor_with_all(ip, workdir):
     assert out[-1] == "saved 4 tensors to y.npz"
     saved = np.load(workdir / "y.npz")
     assert sorted(saved.files) == ["c1_Conv", "p1_MaxPool", "r1_LeakyRelu", "y_Conv"]
+
+
+def test_tab_completes_like_the_shell(ip, workdir):
+    def offered(line: str) -> list[str]:
+        return ip.complete("", line)[1]
+    ip.run_line_magic("load", "tiny.onnx")
+    assert offered("%layers r") == ["r1_LeakyRelu"]
+    assert offered("%set chip bm168") == ["bm1684x", "bm1684", "bm1688"]
+    assert offered("%load tiny.onnx --pixel_format r") == ["rgb", "rgba"]
+    assert offered("%load tiny.onnx --pix") == ["--pixel_format"]
+    assert offered("%qtable load tiny_i") == ["tiny_input.npz"]
+    assert offered("%plot d") == ["detections"]
