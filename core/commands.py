@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InputFileError, ModelError, OptionError, TpuError, did_you_mean
+from .errors import InputFileError, ModelError, OptionError, StateError, TpuError, did_you_mean
 from .fileio import atomic_write, load_npz, save_npz
-from .options import parse_floats, parse_names, parse_shapes
+from .options import parse_floats, parse_names, parse_shapes, parse_tolerance
 from .preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
 from .results import Column, Message, Result, Table
 from .session import Session
@@ -441,3 +441,34 @@ def qtable(session: Session, args: argparse.Namespace) -> Result:
              model.node(n).op_type if model.has_node(n) else None, m] for n, m in q.items()]
     return Table(f"qtable: {len(q)} layer(s) ({_qtable_summary(q)})", ["#", "layer", "type", "mode"],
                  rows, data=q)
+
+
+# ---- deploy --------------------------------------------------------------------------------------
+QUANTIZE_MODES = ("INT8", "F16", "BF16", "F32")
+
+
+def _deploy_args(p: argparse.ArgumentParser) -> None:
+    _arg(p, "model", complete="path", help="model file to write: .bmodel/.cvimodel/.tpsm (tpushell's "
+         "simulator container) or .onnx (QDQ ONNX for onnxruntime)")
+    p.add_argument("--quantize", default="INT8", type=str.upper, choices=QUANTIZE_MODES,
+                   help="precision of the whole model; the qtable overrides it per layer")
+    _arg(p, "--test_input", complete="path", help="image or npz to validate the model on")
+    _arg(p, "--test_reference", complete="path", help="npz of reference tensors (default: the F32 model)")
+    p.add_argument("--tolerance", help="minimum cosine,euclidean similarity, e.g. 0.99,0.90")
+    p.add_argument("--compare_all", action="store_true", help="compare every tensor, not only outputs")
+    p.add_argument("--excepts", help="tensors not to compare (comma-separated)")
+
+
+@command("deploy", _deploy_args, category="quantization")
+def deploy(session: Session, args: argparse.Namespace) -> Result:
+    """Write the quantized model (the current plan: chip, calibration, qtable) to a file."""
+    from .lowering import needs_calibration
+    if needs_calibration(args.quantize, session.qtable) and getattr(session, "calibration", None) is None:
+        raise StateError(f"deploy --quantize {args.quantize} has INT8 layers, which need a calibration "
+                         "table: calibrate first (or deploy --quantize F16)")
+    options = {"test_input": args.test_input, "test_reference": args.test_reference,
+               "compare_all": args.compare_all, "excepts": parse_names(args.excepts)}
+    if args.tolerance:
+        options["tolerance"] = parse_tolerance(args.tolerance)
+    result = session.deploy(args.model, quantize=args.quantize, **options)
+    return Message(str(result), data=result)

@@ -64,7 +64,8 @@ def test_domain_errors_are_usage_errors_and_change_nothing(ip, workdir):
                                 ("layers", "nothing", "no layer matches 'nothing'"),
                                 ("set", "chip nope", "setting 'chip' cannot be 'nope'"),
                                 ("open", "missing.tpw", "workspace not found: missing.tpw"),
-                                ("load", "tiny.onnx --pad_value x", "argument --pad_value: invalid int")]:
+                                ("load", "tiny.onnx --pad_value x", "argument --pad_value: invalid int"),
+                                ("deploy", "tiny_int8.bmodel", "need a calibration table: calibrate first")]:
         with pytest.raises(UsageError, match=message):
             ip.run_line_magic(name, line)
     assert session.graph is graph and session.history == history
@@ -112,7 +113,8 @@ def test_infer_saves_every_tensor_with_all(ip, workdir):
     assert sorted(saved.files) == ["c1_Conv", "p1_MaxPool", "r1_LeakyRelu", "y_Conv"]
 
 
-def test_tab_completes_like_the_shell(ip, workdir):
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")   # IPython's complete(), still the
+def test_tab_completes_like_the_shell(ip, workdir):                  # simplest way to ask like Tab
     def offered(line: str) -> list[str]:
         return ip.complete("", line)[1]
     ip.run_line_magic("load", "tiny.onnx")

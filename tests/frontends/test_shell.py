@@ -44,12 +44,14 @@ def test_errors_leave_the_session_unchanged(shell, workdir):
     graph, history = shell.session.graph, list(shell.session.history)
     for line in ["load missing.onnx", "load tiny_input.npz", "set chip nope", "set samples 0",
                  "layers nothing", "open missing.tpw", "open tiny.onnx", "infer missing.npz",
-                 "load tiny.onnx --input_shapes [[1,3,9]]", "load tiny.onnx --output_names nope"]:
+                 "load tiny.onnx --input_shapes [[1,3,9]]", "load tiny.onnx --output_names nope",
+                 "deploy tiny_int8.bmodel", "qtable load tiny.onnx"]:
         out = run_shell(shell, line)
         assert len(out) == 1 and out[0].startswith("error: "), (line, out)
     assert shell.session.graph is graph
     assert shell.session.settings.chip == "bm1688"
     assert shell.session.history == history
+    assert not (workdir / "tiny_int8.bmodel").exists()
 
 
 def test_help_lists_every_command_by_category(shell):
