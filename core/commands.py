@@ -14,7 +14,6 @@ Option values are parsed inside `run` so that a bad value is a TpuError like any
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import os
 import warnings
 from dataclasses import dataclass, fields
@@ -24,6 +23,7 @@ import numpy as np
 
 from .errors import InputFileError, ModelError, OptionError, StateError, TpuError, did_you_mean
 from .fileio import atomic_write, load_npz, save_npz
+from .precision import select_ops
 from .options import parse_floats, parse_names, parse_shapes, parse_tolerance
 from .preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
 from .results import Column, Message, Result, Table
@@ -128,23 +128,6 @@ def _shape(shape: Any) -> str:
     return "x".join(str(d) for d in shape) if shape is not None else "?"
 
 
-def select_layers(graph, pattern: str) -> list[str]:
-    """Op names matching `pattern`: an op name, a glob (`conv1*`) or an op type (`Conv`, any case)."""
-    names = graph.op_names
-    if graph.has_node(pattern):
-        return [pattern]
-    if any(c in pattern for c in "*?["):
-        found = fnmatch.filter(names, pattern)
-    else:
-        found = [n.name for n in graph.nodes if n.op_type.lower() == pattern.lower()]
-    if not found:
-        types = sorted(graph.summary())
-        raise ModelError(f"no layer matches '{pattern}' in model '{graph.name}'"
-                         f"{did_you_mean(pattern, names + types)}; give a layer name, a glob such "
-                         f"as 'conv1*', or an op type ({', '.join(types)})")
-    return found
-
-
 # ---- model ---------------------------------------------------------------------------------------
 PREPROCESS_LIST_OPTIONS = ("mean", "scale")
 
@@ -199,15 +182,26 @@ def _layers_args(p: argparse.ArgumentParser) -> None:
          help="only these layers: a name, a glob such as 'conv1*', or an op type such as Conv")
 
 
+def _precisions(session: Session) -> dict[str, str]:
+    """Each op's precision: the plan's when it can be made (calibrated), else the qtable's."""
+    if session.calibration is not None:
+        return dict(session.plan().op_modes)
+    return {n.name: session.qtable.modes.get(n.name, "INT8") for n in session.model.nodes}
+
+
 @command("layers", _layers_args, category="model")
 def layers(session: Session, args: argparse.Namespace) -> Result:
-    """List the model's layers: index, name, op type, output shape."""
+    """List the model's layers: index, name, op type, output shape, precision, threshold."""
     graph = session.model
-    chosen = set(select_layers(graph, args.pattern)) if args.pattern else None
-    rows = [[i, n.name, n.op_type, _shape(graph.shapes.get(n.outputs[0]))]
+    chosen = set(select_ops(graph, args.pattern)) if args.pattern else None
+    modes = _precisions(session)
+    table = session.calibration
+    rows = [[i, n.name, n.op_type, _shape(graph.shapes.get(n.outputs[0])), modes.get(n.name),
+             table.rows[n.name].threshold if table is not None and n.name in table.rows else None]
             for i, n in enumerate(graph.nodes) if chosen is None or n.name in chosen]
     return Table(f"{graph.name}: {len(rows)} of {len(graph.nodes)} layers",
-                 ["#", "name", "type", "shape"], rows, data=[r[1] for r in rows])
+                 ["#", "name", "type", "shape", "precision", Column("threshold", F6)], rows,
+                 data=[r[1] for r in rows])
 
 
 NPZ_KINDS = (".npz",)
@@ -376,7 +370,21 @@ def detect(session: Session, args: argparse.Namespace) -> Result:
 # ---- plots ---------------------------------------------------------------------------------------
 def _plot_args(p: argparse.ArgumentParser) -> None:
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True,
-                             help="what to plot: detections")
+                             help="what to plot: detections, cos, histogram, calibration")
+    c = kinds.add_parser("cos", help="per-layer cosines to F32 as bars, thresholds drawn",
+                         description="Per-layer cosines to F32 as bars (float layers highlighted), "
+                         "each layer's own error as dots, the thresholds as lines.")
+    _cos_arg(c, "--min_layer_cos", 0.99, "draw this layer threshold")
+    _cos_arg(c, "--expected_cos", 0.99, "draw this output target")
+    _arg(c, "-o", "--output", complete="path", help="also save the figure here (.png, .svg, .pdf)")
+    h = kinds.add_parser("histogram", help="a tensor's |x| histogram with min, max and thresholds",
+                         description="A tensor's |x| histogram from the last calibration, with its "
+                         "min, max and the threshold of each method collected.")
+    _arg(h, "tensor", complete="layer", help="tensor (op) name")
+    _arg(h, "-o", "--output", complete="path", help="also save the figure here (.png, .svg, .pdf)")
+    t = kinds.add_parser("calibration", help="threshold / absmax of every tensor as bars",
+                         description="Threshold / absmax of every tensor of the calibration table.")
+    _arg(t, "-o", "--output", complete="path", help="also save the figure here (.png, .svg, .pdf)")
     d = kinds.add_parser("detections", help="boxes of one or more models on an image, side by side",
                          description="Boxes of one or more models on an image, side by side.")
     _arg(d, "image", complete="path", help="the image")
@@ -387,10 +395,23 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 
 @command("plot", _plot_args, category="plots")
 def plot(session: Session, args: argparse.Namespace) -> Result:
-    """Plot the detections of one or more models on an image, side by side."""
-    cmp = session.compare_detections(args.image, parse_names(args.models))
-    result = Message(f"detections on {os.path.basename(args.image)} by {', '.join(cmp.results)}",
-                     data=cmp, figure=cmp.figure())
+    """Plot detections side by side, per-layer cosines, a tensor's histogram or the thresholds."""
+    if args.kind == "cos":
+        from .plots.search import cosine_figure
+        check = session.check(own=True)
+        figure = cosine_figure(check, min_layer_cos=_true(session, args.min_layer_cos),
+                               expected_cos=_true(session, args.expected_cos))
+        result = Message(f"cosines of {len(check.layers)} layers on {check.samples} sample(s)",
+                         data=check, figure=figure)
+    elif args.kind == "histogram":
+        result = Message(f"histogram of {args.tensor}", figure=session.plot_histogram(args.tensor))
+    elif args.kind == "calibration":
+        result = Message(f"thresholds of {len(session.calibration or ())} tensors",
+                         data=session.calibration, figure=session.plot_calibration())
+    else:
+        cmp = session.compare_detections(args.image, parse_names(args.models))
+        result = Message(f"detections on {os.path.basename(args.image)} by {', '.join(cmp.results)}",
+                         data=cmp, figure=cmp.figure())
     return _saved(result, args.output)
 
 
@@ -404,7 +425,7 @@ def _saved(result: Result, path: str | None) -> Result:
 # ---- quantization tables -------------------------------------------------------------------------
 def _qtable_args(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True,
-                               help="show, load or save the qtable (per-layer precisions)")
+                               help="show, load, save, search or diff")
     actions.add_parser("show", help="the layers the qtable keeps out of INT8",
                        description="The layers the qtable keeps out of INT8.")
     load_p = actions.add_parser("load", help="read a qtable file (the reference's format)",
@@ -413,6 +434,32 @@ def _qtable_args(p: argparse.ArgumentParser) -> None:
     save_p = actions.add_parser("save", help="write the qtable (the reference's format)",
                                 description="Write the qtable (the reference's format).")
     _arg(save_p, "path", complete="path", help="file to write")
+    search = actions.add_parser("search", help="search the layers to keep in float (run_qtable)",
+                                description="Search the layers to keep in float so the outputs reach "
+                                "the target cosine; the result becomes the qtable (undo reverts it).")
+    _cos_arg(search, "--expected_cos", 0.99, "target output cosine")
+    _cos_arg(search, "--min_layer_cos", 0.99, "layers below this cosine are tried in float first")
+    search.add_argument("--method", default="reference", choices=("reference", "greedy"),
+                        help="reference: the tutorial's run_qtable walk; greedy: fewer float layers")
+    search.add_argument("--samples", type=int, help="samples to search on (default: the setting)")
+    search.add_argument("--time_budget", type=float, help="seconds; keep the best qtable found by then")
+    diff = actions.add_parser("diff", help="layers whose precision differs between two qtables",
+                              description="Layers whose precision differs between two qtables.")
+    _arg(diff, "a", nargs="?", complete="path", help="a qtable file (the current qtable if omitted)")
+    _arg(diff, "b", nargs="?", complete="path", help="another qtable file (the current qtable if omitted)")
+
+
+def _cos_arg(p: argparse.ArgumentParser, flag: str, default: float, what: str) -> None:
+    p.add_argument(flag, type=float, default=default, help=f"{what} (default {default}), in the "
+                   "`cosine_scale` setting's scale: true cosine, or the reference's 0.5+0.5*cos")
+
+
+def _true(session: Session, cos: float | None) -> float | None:
+    """A cosine the user typed, as a true cosine (the cosine_scale setting says how it was typed)."""
+    from .metrics import true_cos
+    if cos is None or session.settings.cosine_scale != "reference":
+        return cos
+    return true_cos(cos)
 
 
 def _qtable_summary(q) -> str:
@@ -423,19 +470,24 @@ def _qtable_summary(q) -> str:
 
 
 @command("qtable", _qtable_args, category="quantization",
-         records=lambda args: args.action == "load")
+         records=lambda args: args.action in ("load", "search"))
 def qtable(session: Session, args: argparse.Namespace) -> Result:
-    """Show, load or save the qtable: the layers kept out of INT8 and their precision."""
+    """Show, load, save, search or diff qtables: the layers kept out of INT8 and their precision."""
     if args.action == "load":
         q = session.load_qtable(args.path)
         return Message(f"loaded {args.path}: {len(q)} layer(s) ({_qtable_summary(q)})", data=q)
+    if args.action == "search":
+        from .plots.search import search_curve_figure
+        found = session.search_qtable(_true(session, args.expected_cos),
+                                      _true(session, args.min_layer_cos), method=args.method,
+                                      samples=args.samples, time_budget=args.time_budget)
+        return Message(str(found), data=found,
+                       figure=search_curve_figure(found, session.settings.cosine_scale))
+    if args.action == "diff":
+        return Message(str(session.diff_qtables(args.a, args.b)))
     q = session.qtable
     if args.action == "save":
-        from .tables import write_qtable
-        floats = [m for m in q.modes.values() if m != "INT8"]
-        mix_mode = max(set(floats), key=floats.count) if floats else "F16"
-        write_qtable(args.path, q, chip=session.settings.chip, mix_mode=mix_mode)
-        return Message(f"saved {len(q)} layer(s) to {args.path}", data=q)
+        return Message(f"saved {len(q)} layer(s) to {session.save_qtable(args.path)}", data=q)
     model = session.model
     rows = [[model.position(n) if model.has_node(n) else None, n,
              model.node(n).op_type if model.has_node(n) else None, m] for n, m in q.items()]
@@ -472,3 +524,121 @@ def deploy(session: Session, args: argparse.Namespace) -> Result:
         options["tolerance"] = parse_tolerance(args.tolerance)
     result = session.deploy(args.model, quantize=args.quantize, **options)
     return Message(str(result), data=result)
+
+
+# ---- calibration ---------------------------------------------------------------------------------
+CALI_METHODS = ("kl", "max", "percentile9999", "mse", "aciq_gauss", "aciq_laplace")
+
+
+def _calibrate_args(p: argparse.ArgumentParser) -> None:
+    _arg(p, "dataset", nargs="?", complete="path", help="folder of images / npz / npy samples")
+    _arg(p, "--data_list", complete="path", help="file listing one sample per line (instead of a folder)")
+    p.add_argument("--input_num", type=int, default=0, help="use the first N samples (0: all)")
+    p.add_argument("--cali_method", default="kl", choices=CALI_METHODS, help="threshold method")
+    p.add_argument("--tune_num", type=int, default=5, help="samples used to tune the KL thresholds")
+    _arg(p, "--tune_list", complete="path", help="file listing the tuning samples")
+    p.add_argument("--histogram_bin_num", type=int, default=2048, help="histogram bins per tensor")
+    p.add_argument("--all_methods", action="store_true",
+                   help="keep every method's statistics, for `plot histogram` (slower)")
+    _arg(p, "--table", complete="path", help="read the thresholds from this calibration table instead "
+         "of computing them (a dataset, if given, is still the sample data for cos and search)")
+    _arg(p, "-o", "--output", complete="path", help="also write the table (the reference's format)")
+
+
+@command("calibrate", _calibrate_args, category="quantization", records=True)
+def calibrate(session: Session, args: argparse.Namespace) -> Result:
+    """Calibrate INT8 thresholds on a dataset (run_calibration), or load a calibration table."""
+    if args.table:
+        table = session.load_calibration(args.table)
+        title = f"calibration table {args.table}: {len(table)} tensors"
+    elif args.dataset or args.data_list:
+        table = session.calibrate(args.dataset, data_list=args.data_list, input_num=args.input_num,
+                                  method=args.cali_method, tune_num=args.tune_num,
+                                  tune_list=args.tune_list, histogram_bin_num=args.histogram_bin_num,
+                                  all_methods=args.all_methods)
+        title = f"calibrated {len(table)} tensors ({args.cali_method})"
+    else:
+        raise OptionError("calibrate needs a dataset folder (or --data_list FILE), or --table FILE")
+    if args.dataset or args.data_list:
+        session.use_data(args.dataset, data_list=args.data_list)
+    notes = []
+    if args.output:
+        notes.append(f"saved {session.save_calibration(args.output)}")
+    rows = [[name, r.threshold, r.min, r.max] for name, r in table.rows.items()]
+    return Table(title, ["tensor", Column("threshold", F6), Column("min", F6), Column("max", F6)], rows,
+                 notes=notes, data=table)
+
+
+# ---- mixed precision: edit, re-check, undo -------------------------------------------------------
+def _set_precision_args(p: argparse.ArgumentParser) -> None:
+    _arg(p, "layers", nargs="+", metavar="LAYER", complete="layer",
+         help="layer name, glob such as 'conv1*', or op type such as Conv")
+    p.add_argument("mode", type=str.upper, choices=QUANTIZE_MODES,
+                   help="precision; INT8 removes the layer from the qtable")
+
+
+@command("set_precision", _set_precision_args, category="quantization", records=True)
+def set_precision(session: Session, args: argparse.Namespace) -> Result:
+    """Set layers to a precision (by name, glob or op type); `cos` re-checks, `undo` reverts."""
+    edit = session.set_precision(args.layers, args.mode)
+    return Message(str(edit), data=edit)
+
+
+def _cos_args(p: argparse.ArgumentParser) -> None:
+    _arg(p, "layers", nargs="*", metavar="LAYER", complete="layer",
+         help="only these layers (names, globs, op types); all by default")
+    p.add_argument("--own", action="store_true",
+                   help="also each layer's own error (its inputs taken from F32)")
+    _cos_arg(p, "--min_layer_cos", 0.99, "mark layers below this cosine")
+    p.add_argument("--sort", choices=("order", "cos"), default="order",
+                   help="rows in model order (default) or worst cosine first")
+
+
+@command("cos", _cos_args, category="quantization")
+def cos(session: Session, args: argparse.Namespace) -> Result:
+    """Re-check the current plan: output and per-layer cosines to F32 (only changes recomputed)."""
+    check = session.check(own=args.own, layers=args.layers or None,
+                          min_layer_cos=_true(session, args.min_layer_cos))
+    head = str(check).splitlines()[0]
+    outputs = [f"output {t} {check.shown(c):.6f}" for t, c in check.outputs.items()]
+    order = list(check.layers)
+    if args.sort == "cos":
+        order.sort(key=lambda op: check.layers[op])
+    below = set(check.below)
+    cols = ["layer", "mode", Column("cos", F6)] + ([Column("own cos", F6)] if args.own else [])
+    rows = [[op, check.modes.get(op), check.shown(check.layers[op])]
+            + ([check.shown(check.own[op])] if args.own else []) for op in order]
+    marked = [i for i, op in enumerate(order) if op in below]
+    notes = [f"* below {check.shown(check.min_layer_cos):.6f}"] if marked else []
+    return Table("\n".join([head] + outputs), cols, rows, highlight=marked, notes=notes, data=check)
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    return None
+
+
+@command("undo", _no_args, category="quantization", records=True)
+def undo(session: Session, args: argparse.Namespace) -> Result:
+    """Undo the last precision edit (set_precision, qtable load or search)."""
+    return Message(f"undid {session.undo()}")
+
+
+@command("redo", _no_args, category="quantization", records=True)
+def redo(session: Session, args: argparse.Namespace) -> Result:
+    """Redo the last undone precision edit."""
+    return Message(f"redid {session.redo()}")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    _arg(p, "dataset", nargs="?", complete="path", help="folder of images / npz / npy samples")
+    _arg(p, "--data_list", complete="path", help="file listing one sample per line")
+
+
+@command("data", _data_args, category="quantization", records=True)
+def data(session: Session, args: argparse.Namespace) -> Result:
+    """Choose the sample data for cos and search (calibrate DATASET does it too)."""
+    if not (args.dataset or args.data_list):
+        raise OptionError("data needs a dataset folder or --data_list FILE")
+    session.use_data(args.dataset, data_list=args.data_list)
+    return Message(f"cos and search use the first {session.settings.samples} samples of "
+                   f"{args.dataset or args.data_list} (set samples N to change)")

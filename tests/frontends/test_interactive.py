@@ -55,7 +55,7 @@ def test_a_person_loads_completes_and_quits(zoo_workdir):
         term.send("\r")                                      # and the command runs on the full name
         term.wait(r"1 of 34 layers[\s\S]*conv1_leaky_LeakyRelu +LeakyRelu +1x32x208x208[\s\S]*\(tpu\)")
         term.send("layers conv99\r")
-        term.wait(r"error: no layer matches 'conv99'[\s\S]*\(tpu\)")
+        term.wait(r"error: no op or op type 'conv99'[\s\S]*\(tpu\)")
         term.send("quit\r")
         term.child.expect(pexpect.EOF, timeout=30)
     finally:

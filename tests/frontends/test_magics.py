@@ -61,7 +61,7 @@ def test_domain_errors_are_usage_errors_and_change_nothing(ip, workdir):
     session = ip.user_ns["tpu"]
     graph, history = session.graph, list(session.history)
     for name, line, message in [("load", "missing.onnx", "model file not found: missing.onnx"),
-                                ("layers", "nothing", "no layer matches 'nothing'"),
+                                ("layers", "nothing", "no op or op type 'nothing'"),
                                 ("set", "chip nope", "setting 'chip' cannot be 'nope'"),
                                 ("open", "missing.tpw", "workspace not found: missing.tpw"),
                                 ("load", "tiny.onnx --pad_value x", "argument --pad_value: invalid int"),
