@@ -25,10 +25,46 @@ detect ../shared/zoo/COCO2017/000000366711.jpg -o yolov3_f32.jpg
 # The raw head outputs on the same image (the preprocessing above is applied to it).
 infer ../shared/zoo/COCO2017/000000366711.jpg
 
-# ---- 3. Settings and keeping the work ---------------------------------------------------------------
-# The target chip decides which float types exist for layers kept out of INT8.
-set chip bm1684x
+# ---- 3. Calibration: INT8 thresholds from 100 images ------------------------------------------------
+# run_calibration: per-tensor min/max and a histogram of |x| over the images, a KL-divergence
+# threshold per tensor, tuned on 5 images. The table is the reference's text format (-o writes it).
+# The same images are then the sample data of `cos` and the search (the first `samples` of them).
+calibrate ../shared/zoo/COCO2017 --input_num 100 -o yolov3_cali_table
 
+# Thresholds now show next to each layer.
+layers conv1*
+
+# ---- 4. What INT8 does ------------------------------------------------------------------------------
+# The whole model in INT8 on a bm1684x: compare its boxes with the float model's.
+detect ../shared/zoo/COCO2017/000000366711.jpg --model int8 -o yolov3_int8.jpg
+
+# cos re-checks the current plan on the sample data: output cosines, and each layer's cosine to
+# F32 (the error accumulated up to it). Rows marked * are below --min_layer_cos. The tutorial types
+# cosines in TPU-MLIR's 0.5+0.5*cos scale; this setting makes tpushell read and show them that way.
+set cosine_scale reference
+cos --sort cos --min_layer_cos 0.999
+
+# ---- 5. Mixed precision: let the search choose the float layers --------------------------------------
+# run_qtable: the layers under --min_layer_cos are tried in F16 until the outputs reach
+# --expected_cos. The result becomes the session's qtable.
+qtable search --expected_cos 0.9999 --min_layer_cos 0.999
+qtable show
+qtable save yolov3_qtable
+
+# ---- 6. And by hand ------------------------------------------------------------------------------
+# Any layer can be set by name, glob or op type; cos recomputes only what the change affects.
+set_precision conv10* F16
+cos conv10* conv11* --min_layer_cos 0.999
+# Not worth it? undo reverts the last edit (redo brings it back).
+undo
+
+# ---- 7. Deploy and detect ------------------------------------------------------------------------
+# model_deploy: the INT8 model with the qtable's layers in F16, checked on the tutorial image.
+deploy yolov3_mix.bmodel --quantize INT8 --test_input ../shared/zoo/COCO2017/000000366711.jpg
+# F32, INT8 and mixed side by side: which boxes each keeps, loses or gains.
+detect ../shared/zoo/COCO2017/000000366711.jpg --compare f32,int8,mixed -o yolov3_compare.png
+
+# ---- 8. Keeping the work ----------------------------------------------------------------------------
 # A workspace remembers the model, the settings and the journal of commands; `open` restores it.
 save yolov3_tiny.tpw
 journal

@@ -36,7 +36,10 @@ def test_tutorial_script_runs_the_whole_story(tutorial_dir):
     assert len(ran) == len(list(script_lines(str(EXAMPLES / "yolov3_tiny.tps")))) and "error:" not in out
     assert "yolov3_tiny: 34 ops" in out
     assert "F32 on 000000366711.jpg: 2 object(s)" in out and "person" in out and "orange" in out
-    for name in ("yolov3_f32.jpg", "yolov3_tiny.tpw"):
+    assert "INT8 on 000000366711.jpg" in out and "reference search on 10 sample(s)" in out
+    assert "wrote yolov3_mix.bmodel" in out and "INT8: " in out and "mixed: " in out
+    for name in ("yolov3_f32.jpg", "yolov3_int8.jpg", "yolov3_cali_table", "yolov3_qtable",
+                 "yolov3_mix.bmodel", "yolov3_compare.png", "yolov3_tiny.tpw"):
         assert (tutorial_dir / name).stat().st_size > 0, name
 
 

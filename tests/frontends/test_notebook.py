@@ -37,12 +37,12 @@ def outputs(nb) -> list[tuple[str, dict]]:
 
 
 @pytest.mark.zoo
-def test_notebook_runs_and_shows_tables_figures_and_detections(kernel):
+def test_notebook_runs_and_shows_tables_figures_and_detections(kernel, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
         "commit the notebook without outputs"
     nbclient.NotebookClient(nb, kernel_name=kernel, timeout=600,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()   # files go there
     shown = outputs(nb)
     errors = [out for _, out in shown if out.output_type == "error"]
     assert not errors, errors
@@ -52,3 +52,8 @@ def test_notebook_runs_and_shows_tables_figures_and_detections(kernel):
     detect = next(out for src, out in shown if src.startswith("%detect"))
     text = detect.data["text/plain"]
     assert "F32 on 000000366711.jpg: 2 object(s)" in text and "person" in text and "orange" in text
+    compare = next(out for src, out in shown if src.startswith("%detect") and "--compare" in src)
+    assert "INT8:" in compare.data["text/plain"] and "mixed:" in compare.data["text/plain"]
+    assert compare.data.get("image/png")
+    for name in ("yolov3_cali_table", "yolov3_mix.bmodel"):
+        assert (tmp_path / name).stat().st_size > 0, name
