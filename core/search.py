@@ -230,13 +230,14 @@ def point(space: SearchSpace, floats: Sequence[str], cos: float) -> CurvePoint:
 
 
 def reference_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: float,
-                     max_float: int | None = None) -> SearchResult:
+                     max_float: int | None = None, hard_cap: bool = False) -> SearchResult:
     """The v1.3 run_qtable walk (E.1 steps 1-7) with our fixes; see the module docstring.
 
     Walk the INT8 layers in order; a layer whose accumulated cosine is below `min_layer_cos`
     goes to float with its direct consumers, and the outputs are re-evaluated: stop when they
     beat `expected_cos`, revert when they are worse than all-INT8, stop when more than
-    `max_float` (a quarter of the ops) layers are float.
+    `max_float` (a quarter of the ops) layers are float. With `hard_cap` the walk stops before
+    a trial that would pass `max_float` instead.
     """
     start = time.perf_counter()
     ev, graph = space.evaluator, space.graph
@@ -267,6 +268,9 @@ def reference_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: 
                 continue
             added = list(dict.fromkeys([op] + [c.name for t in graph.node(op).outputs
                                                for c in graph.consumers(t) if c.name not in floats]))
+            if hard_cap and len(floats) + len(added) > max_float:
+                reason = f"stopped: {op} would pass the cap of {max_float} float layers"
+                break
             for c in added:
                 if c not in rows and c in candidates:
                     rows[c] = LossRow(c, float(ev.layer_cos(c).mean()), False)

@@ -15,7 +15,8 @@ a ranking of single layers cannot see. So:
    layer helps, units (one layer, or a layer with its consumers) are each measured once with
    the float layers so far, and the best seeds a new run.
 3. Pruning: each float layer, the latest added first, is dropped if the outputs keep the target
-   (or, short of the target, lose nothing) without it.
+   (or, short of the target, lose nothing) without it; short of the target this is done before
+   the extension too, so layers that do nothing leave room under the cap.
 It never ends worse than the walk it started from: same target with no more float layers, or a
 higher cosine within the same number. A time budget stops it at the next trial with the best
 plan found so far; `max_float` caps the float layers.
@@ -153,15 +154,6 @@ class _Search:
                             ())
         self.space.use(self.floats)
 
-    def trim(self) -> None:
-        """Back to the cap when the walk passed it: drop the layers missed least."""
-        while len(self.floats) > self.cap:
-            cos = {op: self.without(op) for op in self.floats}
-            op = max(cos, key=cos.get)
-            self.record(op, [f for f in self.floats if f != op], cos[op],
-                        f"dropped: over the cap of {self.cap}", ())
-        self.space.use(self.floats)
-
 
 def seed_units(space: SearchSpace, candidates: list[str]) -> list[Unit]:
     """Each candidate alone, and with its consumers that are candidates too (when it has any)."""
@@ -183,7 +175,7 @@ def greedy_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: flo
     start = time.perf_counter()
     budget = _Budget(start, time_budget)
     result = reference_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos,
-                              max_float=max_float)
+                              max_float=max_float, hard_cap=max_float is not None)
     result.method = "greedy"
     result.trials = [Trial(t.layer, t.added, t.cos, f"walk: {t.decision}") for t in result.trials]
     if result.int8_cos > expected_cos:
@@ -191,7 +183,8 @@ def greedy_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: flo
     candidates = [op for op in space.graph.op_names if op in {r.layer for r in result.loss_table}]
     cap = max_float or len(candidates)
     search = _Search(space, result, candidates, budget, cap)
-    search.trim()                                # the walk may pass its limit by one trial
+    if not search.reached():
+        search.prune()                           # frees the cap of walk layers that do nothing
     with Progress(space.progress, "adding float layers", cap) as bar:
         bar.advance(len(search.floats))
         search.extend(bar)

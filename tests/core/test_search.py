@@ -194,3 +194,9 @@ def test_float_cap_of_the_greedy_search(kit):
     with pytest.raises(OptionError, match="max_float_layers 0"):
         from tpushell.core.search import run_search
         run_search(space_of(kit), "greedy", expected_cos=0.99, min_layer_cos=0.99, max_float=0)
+
+
+def test_hard_cap_stops_the_walk_before_passing_it(kit):
+    result = reference_search(space_of(kit), expected_cos=0.9999999, min_layer_cos=0.9999999,
+                              max_float=1, hard_cap=True)
+    assert len(result.qtable) == 0 and "would pass the cap of 1" in result.reason
