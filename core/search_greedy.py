@@ -79,6 +79,10 @@ class _Search:
         gain: dict[Unit, float] = {}          # ... gained per layer added, when measured
         fresh: set[Unit] = set()
         while not self.reached() and not self.budget.over():
+            if len(self.floats) >= self.cap:
+                self.result.reason = (f"no layer left to try within {self.cap} float layers; "
+                                      f"target not reached")
+                return
             for unit in self.frontier():
                 gain.setdefault(unit, math.inf)     # not measured yet: measured first
             gain = {u: g for u, g in gain.items()
