@@ -196,10 +196,16 @@ def script_lines(path: str) -> Iterator[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `tpushell` console script."""
+    """The `tpushell` console script (`tpushell fetch ...` is `tpushell-fetch ...`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fetch"]:
+        from .tools.fetch import main as fetch_main
+        return fetch_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="tpushell", description="Interactive workbench for mixed-precision quantization. "
-        "Without options it starts the interactive shell ('help' lists the commands).")
+        "Without options it starts the interactive shell ('help' lists the commands).",
+        epilog="tpushell fetch yolov3-tiny [--dest DIR]: get the tutorial's model on a machine "
+               "without it (see tpushell fetch --help).")
     parser.add_argument("--script", metavar="FILE", help="run the commands in FILE, stop at the first error")
     parser.add_argument("-c", "--command", action="append", default=[], metavar="COMMAND",
                         help="run COMMAND (repeatable; after --script), then exit")

