@@ -14,7 +14,9 @@ a ranking of single layers cannot see. So:
    layer added, over the layers next to the float ones (a run grows by its ends); when no such
    layer helps, units (one layer, or a layer with its consumers) are each measured once with
    the float layers so far, and the best seeds a new run.
-3. Pruning: each float layer, the latest added first, is dropped if the outputs keep the target
+3. Swaps, at the cap short of the target: the float layer missed least goes back to INT8 for
+   the best layer next to the others, while that raises the output cosine.
+4. Pruning: each float layer, the latest added first, is dropped if the outputs keep the target
    (or, short of the target, lose nothing) without it; short of the target this is done before
    the extension too, so layers that do nothing leave room under the cap.
 It never ends worse than the walk it started from: same target with no more float layers, or a
@@ -106,16 +108,17 @@ class _Search:
             del gain[unit]
             fresh = set()
 
-    def frontier(self) -> list[Unit]:
-        """Layers next to the float ones, each as a unit of its own."""
+    def frontier(self, floats: list[str] | None = None) -> list[Unit]:
+        """Layers next to the float ones (or to `floats`), each as a unit of its own."""
         graph, allowed = self.space.graph, set(self.candidates)
+        floats = self.floats if floats is None else floats
         near = []
-        for op in self.floats:
+        for op in floats:
             node = graph.node(op)
             near += [graph.producer(t).name for t in graph.activation_inputs(node)
                      if graph.producer(t)]
             near += [c.name for t in node.outputs for c in graph.consumers(t)]
-        return [(op,) for op in dict.fromkeys(near) if op in allowed and op not in self.floats]
+        return [(op,) for op in dict.fromkeys(near) if op in allowed and op not in floats]
 
     def seed(self, measured: dict[Unit, float], gain: dict[Unit, float], fresh: set[Unit]) -> bool:
         """Measure every seed unit once with the current float layers and make them
@@ -139,7 +142,29 @@ class _Search:
                                sorted(self.ranking.items(), key=lambda kv: -kv[1])}
         return True
 
-    # ---- 3. pruning -------------------------------------------------------------------------
+    # ---- 3. swaps at the cap ------------------------------------------------------------------
+    def swap(self) -> None:
+        """At the cap short of the target: put the layer missed least back in INT8 and float
+        the best layer next to the others instead, while that raises the output cosine."""
+        while not self.reached() and len(self.floats) >= self.cap and not self.budget.over():
+            without = {op: self.without(op) for op in self.floats}
+            weakest = max(without, key=without.get)
+            kept = [f for f in self.floats if f != weakest]
+            best, best_cos = None, self.cos
+            for (op,) in self.frontier(kept):
+                if op == weakest or self.budget.over():
+                    continue
+                self.space.use(kept)
+                with self.space.evaluator.keeping():
+                    cos = self.space.evaluate(kept + [op])
+                if cos > best_cos:
+                    best, best_cos = op, cos
+            if best is None:
+                break
+            self.record(f"-{weakest}+{best}", kept + [best], best_cos, "swapped", (best,))
+        self.space.use(self.floats)
+
+    # ---- 4. pruning -------------------------------------------------------------------------
     def without(self, op: str) -> float:
         """Output cosine with `op` back in INT8."""
         self.space.use(self.floats)
@@ -193,6 +218,7 @@ def greedy_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: flo
         bar.advance(len(search.floats))
         search.extend(bar)
         bar.advance(bar.total - bar.done)        # the cap is only an upper bound
+    search.swap()
     search.prune()
     if search.reached():
         result.reason = "target reached"

@@ -200,3 +200,19 @@ def test_hard_cap_stops_the_walk_before_passing_it(kit):
     result = reference_search(space_of(kit), expected_cos=0.9999999, min_layer_cos=0.9999999,
                               max_float=1, hard_cap=True)
     assert len(result.qtable) == 0 and "would pass the cap of 1" in result.reason
+
+
+def test_swap_at_the_cap_trades_a_layer_for_a_better_neighbour(kit):
+    """Two float layers that do nothing at a cap of 2: the one missed least goes back to INT8
+    and the fragile layer next to the other takes its place."""
+    from tpushell.core.search_greedy import _Budget, _Search
+    space = space_of(kit)
+    walk = reference_search(space, expected_cos=0.99999999, min_layer_cos=-1.0)
+    floats = ["b_Conv", "f_l_LeakyRelu"]
+    walk.qtable, walk.mix_cos = space.qtable(floats), space.evaluate(floats)
+    search = _Search(space, walk, space.graph.op_names, _Budget(0.0, None), cap=2)
+    search.swap()
+    swaps = [t for t in walk.trials if t.decision == "swapped"]
+    assert swaps[0].layer == "-b_Conv+f_Conv"             # then on while it keeps improving
+    assert "f_Conv" in search.floats and len(search.floats) == 2 and search.cos > 0.99
+    assert [t.cos for t in swaps] == sorted(t.cos for t in swaps)
