@@ -124,6 +124,7 @@ class Evaluator:
         self.steps_run = 0                       # how many steps were computed (tests, benchmarks)
         self._ids: dict[tuple, int] = {}
         self._store: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._packed: dict[int, str] = {}       # values stored in 2 bytes: their float type
         self._cos: dict[tuple, np.ndarray] = {}
         self._tensors = set(graph.tensor_names())
         self._ref_keep = set(graph.outputs)      # F32 values a lean evaluator always keeps
@@ -218,7 +219,8 @@ class Evaluator:
                 ins = [self._get(track.prov[t]) for t in step.inputs]
                 outs = self._run(step, ins)
                 for t, v in zip(step.outputs, outs):
-                    self._put(track.prov[t], v)
+                    kind = self.plan.types[t].kind if track is self._plan else None
+                    self._put(track.prov[t], v, kind)
             self.steps_run += len(steps)
         self._evict()
         return [self._get(track.prov[t]) for t in tensors]
@@ -262,9 +264,21 @@ class Evaluator:
 
     def _get(self, pid: int) -> np.ndarray:
         self._store.move_to_end(pid)
-        return self._store[pid]
+        value = self._store[pid]
+        kind = self._packed.get(pid)
+        if kind == "f16":
+            return value.astype(np.float32)
+        if kind == "bf16":
+            return (value.astype(np.uint32) << 16).view(np.float32)
+        return value
 
-    def _put(self, pid: int, value: np.ndarray) -> None:
+    def _put(self, pid: int, value: np.ndarray, kind: str | None = None) -> None:
+        """Store a value; F16 / BF16 values (float32 arrays holding values of that type) are
+        kept in 2 bytes an element, exactly, and widened again when read."""
+        if kind in ("f16", "bf16") and value.dtype == np.float32:
+            self._packed[pid] = kind
+            value = value.astype(np.float16) if kind == "f16" else \
+                (np.ascontiguousarray(value).view(np.uint32) >> 16).astype(np.uint16)
         self._store[pid] = value
         self._store.move_to_end(pid)
 

@@ -240,3 +240,21 @@ def test_yolov3_recheck_equals_a_full_recomputation(yolo_graph, golden, golden_i
     assert again.layers == second.layers and again.outputs == second.outputs
     unchanged = yolo_graph.op_names[:yolo_graph.position("conv5_Conv")]
     assert all(second.layers[op] == first.layers[op] for op in unchanged)
+
+
+@pytest.mark.parametrize("mode", ["F16", "BF16"])
+def test_float_values_are_stored_in_two_bytes_exactly(kit, mode):
+    graph, _, feeds = kit
+    plan = plan_of(kit, a_Conv=mode, f_Conv=mode, b_Conv=mode)
+    ev = Evaluator(graph, feeds)
+    ev.set_plan(plan)
+    from tpushell.core.simulate import simulate
+    direct = simulate(plan, feeds, keep_all=True, codes=True)       # no evaluator, no packing
+    values = {t: ev.value(t) for t in graph.op_names}
+    for t in graph.op_names:
+        assert values[t].dtype == direct[t].dtype and np.array_equal(values[t], direct[t]), t
+    halves = {"f16": 2, "bf16": 2}
+    expected = feeds["x"].nbytes + sum(ev.value(t).nbytes // halves.get(plan.types[t].kind, 1)
+                                       for t in plan.tensor_names() if t != "x")
+    assert ev.stored_bytes() == expected
+    assert_same(ev, kit, plan)
