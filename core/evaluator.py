@@ -105,10 +105,12 @@ class Evaluator:
     """Cached F32 and plan values of a working sample set; recomputes only what a change needs."""
 
     def __init__(self, graph: Graph, feeds: Mapping[str, np.ndarray], *, lean: bool = False,
-                 spare_bytes: int = SPARE_BYTES, chunk_elements: int = CHUNK_ELEMENTS) -> None:
+                 pack: bool = True, spare_bytes: int = SPARE_BYTES,
+                 chunk_elements: int = CHUNK_ELEMENTS) -> None:
         """`lean` keeps F32 values only of the tensors asked for, and compares a layer with F32
         chunk by chunk, keeping its F32 value only when small (a search over many samples
-        releases values as it goes); otherwise every F32 value computed is kept."""
+        releases values as it goes); otherwise every F32 value computed is kept. `pack` stores
+        F16 / BF16 values in two bytes (half the memory, a little time to widen them)."""
         missing = [t for t in graph.input_names if t not in feeds]
         if missing:
             raise ModelError(f"no samples for input(s) {missing} of model '{graph.name}'")
@@ -119,6 +121,7 @@ class Evaluator:
         self.graph = graph
         self.samples = sizes.pop()
         self.lean = lean
+        self.pack = pack
         self.spare_bytes = int(spare_bytes)
         self.chunk_elements = int(chunk_elements)
         self.steps_run = 0                       # how many steps were computed (tests, benchmarks)
@@ -219,7 +222,7 @@ class Evaluator:
                 ins = [self._get(track.prov[t]) for t in step.inputs]
                 outs = self._run(step, ins)
                 for t, v in zip(step.outputs, outs):
-                    kind = self.plan.types[t].kind if track is self._plan else None
+                    kind = self.plan.types[t].kind if self.pack and track is self._plan else None
                     self._put(track.prov[t], v, kind)
             self.steps_run += len(steps)
         self._evict()

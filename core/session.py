@@ -388,8 +388,9 @@ class Session:
         min_layer = to_true_cos(check_cos(min_layer_cos, "min_layer_cos"), scale)
         n = samples or self.settings.samples
         own_set = n == self.settings.samples and not low_memory
-        ev = self.evaluator() if own_set else \
-            Evaluator(self.model, self.working_set(n), lean=True, spare_bytes=0)
+        # the reference walk floats few layers: its values are not worth packing
+        ev = self.evaluator() if own_set else Evaluator(
+            self.model, self.working_set(n), lean=True, spare_bytes=0, pack=method != "reference")
         lw = self.lowerer()
         fp = resolve_fp_type(lw.chip, self.settings.fp_type)
         space = SearchSpace(ev, lambda q: lw.plan("INT8", q, fp), fp,
