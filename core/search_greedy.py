@@ -11,9 +11,10 @@ inside it. The reference walk grows such a run from the first layer that loses a
 a ranking of single layers cannot see. So:
 1. Seed: the reference walk (core/search.py) with the same targets.
 2. Extension, while the target is not reached: lazy greedy on the output cosine gained per
-   layer added, over the layers next to the float ones (a run grows by its ends); when no such
-   layer helps, units (one layer, or a layer with its consumers) are each measured once with
-   the float layers so far, and the best seeds a new run.
+   layer added, over the layers next to the float ones, alone or with their consumers (a run
+   grows by its ends, or closes a gap of two); when none helps, units (one layer, or a layer
+   with its consumers) are each measured once with the float layers so far, and the best seeds
+   a new run.
 3. Swaps, at the cap short of the target: the float layer missed least goes back to INT8 for
    the best layer next to the others, while that raises the output cosine.
 4. Pruning: each float layer, the latest added first, is dropped if the outputs keep the target
@@ -85,7 +86,7 @@ class _Search:
                 self.result.reason = (f"no layer left to try within {self.cap} float layers; "
                                       f"target not reached")
                 return
-            for unit in self.frontier():
+            for unit in self.frontier(pairs=True):
                 gain.setdefault(unit, math.inf)     # not measured yet: measured first
             gain = {u: g for u, g in gain.items()
                     if self.added(u) and len(self.floats) + len(self.added(u)) <= self.cap}
@@ -108,8 +109,9 @@ class _Search:
             del gain[unit]
             fresh = set()
 
-    def frontier(self, floats: list[str] | None = None) -> list[Unit]:
-        """Layers next to the float ones (or to `floats`), each as a unit of its own."""
+    def frontier(self, floats: list[str] | None = None, pairs: bool = False) -> list[Unit]:
+        """Layers next to the float ones (or to `floats`), each alone and, with `pairs`, with
+        its consumers too (a gap of two INT8 layers pays off only when both are float)."""
         graph, allowed = self.space.graph, set(self.candidates)
         floats = self.floats if floats is None else floats
         near = []
@@ -118,7 +120,15 @@ class _Search:
             near += [graph.producer(t).name for t in graph.activation_inputs(node)
                      if graph.producer(t)]
             near += [c.name for t in node.outputs for c in graph.consumers(t)]
-        return [(op,) for op in dict.fromkeys(near) if op in allowed and op not in floats]
+        ops = [op for op in dict.fromkeys(near) if op in allowed and op not in floats]
+        units = [(op,) for op in ops]
+        if pairs:
+            for op in ops:
+                after = [c.name for t in graph.node(op).outputs for c in graph.consumers(t)
+                         if c.name in allowed and c.name not in floats]
+                if after:
+                    units.append(tuple(dict.fromkeys([op] + after)))
+        return units
 
     def seed(self, measured: dict[Unit, float], gain: dict[Unit, float], fresh: set[Unit]) -> bool:
         """Measure every seed unit once with the current float layers and make them
