@@ -11,10 +11,10 @@ inside it. The reference walk grows such a run from the first layer that loses a
 a ranking of single layers cannot see. So:
 1. Seed: the reference walk (core/search.py) with the same targets.
 2. Extension, while the target is not reached: lazy greedy on the output cosine gained per
-   layer added, over the layers next to the float ones, alone or with their consumers (a run
-   grows by its ends, or closes a gap of two); when none helps, units (one layer, or a layer
-   with its consumers) are each measured once with the float layers so far, and the best seeds
-   a new run.
+   layer added, over runs of up to three layers next to the float ones (a run grows by its
+   ends, or closes a gap that pays off only when all of it is float); when none helps, units
+   (one layer, or a layer with its consumers) are each measured once with the float layers so
+   far, and the best seeds a new run.
 3. Swaps, at the cap short of the target: the float layer missed least goes back to INT8 for
    the best layer next to the others, while that raises the output cosine.
 4. Pruning: each float layer, the latest added first, is dropped if the outputs keep the target
@@ -86,7 +86,7 @@ class _Search:
                 self.result.reason = (f"no layer left to try within {self.cap} float layers; "
                                       f"target not reached")
                 return
-            for unit in self.frontier(pairs=True):
+            for unit in self.frontier(depth=3):
                 gain.setdefault(unit, math.inf)     # not measured yet: measured first
             gain = {u: g for u, g in gain.items()
                     if self.added(u) and len(self.floats) + len(self.added(u)) <= self.cap}
@@ -109,26 +109,32 @@ class _Search:
             del gain[unit]
             fresh = set()
 
-    def frontier(self, floats: list[str] | None = None, pairs: bool = False) -> list[Unit]:
-        """Layers next to the float ones (or to `floats`), each alone and, with `pairs`, with
-        its consumers too (a gap of two INT8 layers pays off only when both are float)."""
+    def frontier(self, floats: list[str] | None = None, depth: int = 1) -> list[Unit]:
+        """Runs of up to `depth` layers next to the float ones (or to `floats`), reaching away
+        from them: a gap of several INT8 layers often pays off only when all are float."""
         graph, allowed = self.space.graph, set(self.candidates)
         floats = self.floats if floats is None else floats
-        near = []
-        for op in floats:
+
+        def before(op: str) -> list[str]:
             node = graph.node(op)
-            near += [graph.producer(t).name for t in graph.activation_inputs(node)
-                     if graph.producer(t)]
-            near += [c.name for t in node.outputs for c in graph.consumers(t)]
-        ops = [op for op in dict.fromkeys(near) if op in allowed and op not in floats]
-        units = [(op,) for op in ops]
-        if pairs:
-            for op in ops:
-                after = [c.name for t in graph.node(op).outputs for c in graph.consumers(t)
-                         if c.name in allowed and c.name not in floats]
-                if after:
-                    units.append(tuple(dict.fromkeys([op] + after)))
-        return units
+            return [graph.producer(t).name for t in graph.activation_inputs(node)
+                    if graph.producer(t)]
+
+        def after(op: str) -> list[str]:
+            return [c.name for t in graph.node(op).outputs for c in graph.consumers(t)]
+
+        units: list[Unit] = []
+        for op in floats:
+            for step, start in [(before, p) for p in before(op)] + [(after, c) for c in after(op)]:
+                run = [start]
+                while run[-1] in allowed and run[-1] not in floats:
+                    unit = tuple(run) if step is after else tuple(reversed(run))
+                    units.append(unit)
+                    nxt = step(run[-1])
+                    if len(run) >= depth or len(nxt) != 1:
+                        break
+                    run.append(nxt[0])
+        return list(dict.fromkeys(units))
 
     def seed(self, measured: dict[Unit, float], gain: dict[Unit, float], fresh: set[Unit]) -> bool:
         """Measure every seed unit once with the current float layers and make them
