@@ -49,6 +49,9 @@ def ort_session(onnx_path: Path, threads: int = 0):
     del model.graph.value_info[:]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # Its idle threads would otherwise spin on for a while after each run and take the CPU from
+    # whichever side runs next (the runs are interleaved): both sides then measure slower.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
