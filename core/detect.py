@@ -151,31 +151,6 @@ def onnx_heads(proto, input_shape: list[int], spec: YoloSpec) -> list[str]:
     return heads
 
 
-def onnx_upto(proto, outputs: Sequence[str]):
-    """The part of an ONNX model that computes `outputs`: what follows (ops we may not run, extra
-    inputs such as the model zoo's `image_shape`) is dropped before import."""
-    import onnx
-    producer = {o: n for n in proto.graph.node for o in n.output}
-    needed, stack, seen = [], list(outputs), set()
-    while stack:
-        t = stack.pop()
-        node = producer.get(t)
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        needed.append(node)
-        stack.extend(i for i in node.input if i)
-    used = {i for n in needed for i in n.input}
-    graph = onnx.helper.make_graph(
-        [n for n in proto.graph.node if id(n) in seen], proto.graph.name,
-        [i for i in proto.graph.input if i.name in used],
-        [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs],
-        [t for t in proto.graph.initializer if t.name in used])
-    cut = onnx.helper.make_model(graph, opset_imports=proto.opset_import)
-    cut.ir_version = proto.ir_version
-    return cut
-
-
 MODEL_KINDS = (".onnx", ".cfg", ".mlir", ".bmodel", ".cvimodel", ".tpsm")
 
 
@@ -191,7 +166,9 @@ def load_detection_graph(path: str, *, net_input_dims: Sequence[int] | None = No
         proto = load_onnx(path)
         shape = onnx_input_shape(proto, path, net_input_dims)
         heads = onnx_heads(proto, shape, YoloSpec.tutorial())
-        graph = import_onnx(onnx_upto(proto, heads), name=_stem(path), input_shapes=[shape])
+        # Cut at the heads on import: a tail we do not run (a built-in NMS, the model zoo's
+        # `image_shape` input) is dropped before the support check.
+        graph = import_onnx(proto, name=_stem(path), input_shapes=[shape], output_names=heads)
         graph.meta["source"] = os.path.abspath(path)
     elif ext == ".cfg":
         from .darknet_import import import_darknet

@@ -69,8 +69,15 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
 
 
 def _input_infos(graph: onnx.GraphProto, initializers: set[str],
-                 input_shapes: Sequence[Sequence[int]] | None) -> list[TensorInfo]:
+                 input_shapes: Sequence[Sequence[int]] | None,
+                 used: set[str] | None = None) -> list[TensorInfo]:
     real = [i for i in graph.input if i.name not in initializers]
+    if used is not None:
+        # After a cut, inputs nothing needs are dropped; shapes may be given for either set.
+        kept = [i for i in real if i.name in used]
+        if input_shapes is not None and len(input_shapes) == len(real) != len(kept):
+            input_shapes = [s for i, s in zip(real, input_shapes) if i.name in used]
+        real = kept
     if input_shapes is not None and len(input_shapes) != len(real):
         raise OptionError(f"--input_shapes gives {len(input_shapes)} shape(s) but the model has "
                           f"{len(real)} input(s): {[i.name for i in real]}")
@@ -106,18 +113,62 @@ def _check_supported(nodes: Sequence[onnx.NodeProto]) -> None:
         raise UnsupportedOpError(f"unsupported op types: {'; '.join(parts)}")
 
 
+def _onnx_output_names(g: onnx.GraphProto, names: Sequence[str]) -> list[str]:
+    """User output names (ONNX tensor names, or our `<tensor>_<OpType>` names) as ONNX names."""
+    produced = {t: n.op_type for n in g.node for t in n.output if t}
+    ours = {f"{t}_{op}": t for t, op in produced.items()}
+    known = set(produced) | {i.name for i in g.input}
+    result = []
+    for n in names:
+        if n in known:
+            result.append(n)
+        elif n in ours:
+            result.append(ours[n])
+        else:
+            raise ModelError(f"--output_names: no tensor '{n}' in the model"
+                             f"{did_you_mean(n, sorted(known))}")
+    return result
+
+
+def _needed_nodes(g: onnx.GraphProto, outputs: Sequence[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+    """The nodes needed for `outputs` (in file order) and every tensor name they read."""
+    producer = {t: n for n in g.node for t in n.output if t}
+    needed: set[int] = set()
+    reads: set[str] = set(outputs)
+    stack = list(outputs)
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or id(node) in needed:
+            continue
+        needed.add(id(node))
+        reads.update(t for t in node.input if t)
+        stack.extend(t for t in node.input if t)
+    return [n for n in g.node if id(n) in needed], reads
+
+
 def onnx_to_graph(model: onnx.ModelProto, name: str = "model",
-                  input_shapes: Sequence[Sequence[int]] | None = None) -> Graph:
-    """Convert a ModelProto to a Graph with reference naming; no passes yet."""
+                  input_shapes: Sequence[Sequence[int]] | None = None,
+                  output_names: Sequence[str] | None = None) -> Graph:
+    """Convert a ModelProto to a Graph with reference naming; no passes yet.
+
+    With `output_names` the graph is cut there first, so ops after the cut (a post-processing
+    tail we cannot run, say) neither need support nor stay in the graph.
+    """
     g = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MAX_OPSET)
     if opset > MAX_OPSET:
         raise ModelError(f"model opset {opset} is newer than the supported {MIN_OPSET}..{MAX_OPSET}")
-    weights = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    inputs = _input_infos(g, set(weights), input_shapes)
-    body = [n for n in g.node if n.op_type != "Constant"]
+    if output_names:
+        wanted = _onnx_output_names(g, output_names)
+        all_nodes, used = _needed_nodes(g, wanted)
+    else:
+        wanted, all_nodes, used = [o.name for o in g.output], list(g.node), None
+    weights = {t.name: numpy_helper.to_array(t) for t in g.initializer
+               if used is None or t.name in used}
+    inputs = _input_infos(g, {t.name for t in g.initializer}, input_shapes, used)
+    body = [n for n in all_nodes if n.op_type != "Constant"]
     _check_supported(body)
-    for n in g.node:
+    for n in all_nodes:
         if n.op_type == "Constant":
             weights[n.output[0]] = _constant_value(n)
     rename: dict[str, str] = {t.name: t.name for t in inputs}
@@ -145,28 +196,12 @@ def onnx_to_graph(model: onnx.ModelProto, name: str = "model",
         if missing:
             raise ModelError(f"op '{node.name}' reads undefined tensor(s) {missing}")
         node.inputs = [rename[t] if t else "" for t in node.inputs]
-    outputs = [rename[o.name] for o in g.output]
+    outputs = [rename[o] for o in wanted]
     graph = Graph(name, inputs, outputs, nodes, weights)
     graph.meta["opset"] = int(opset)
     graph.meta["onnx_names"] = {new: old for old, new in rename.items() if old not in weights}
     graph.sort()
     return graph
-
-
-def resolve_output_names(graph: Graph, names: Sequence[str]) -> list[str]:
-    """Map user output names (ONNX tensor names or IR names) to IR tensor names."""
-    to_ir = {old: new for new, old in graph.meta.get("onnx_names", {}).items()}
-    known = set(graph.tensor_names())
-    result = []
-    for n in names:
-        if n in to_ir:
-            result.append(to_ir[n])
-        elif n in known:
-            result.append(n)
-        else:
-            raise ModelError(f"--output_names: no tensor '{n}' in the model"
-                             f"{did_you_mean(n, list(to_ir) + sorted(known))}")
-    return result
 
 
 def import_onnx(model: str | os.PathLike | onnx.ModelProto, *, name: str | None = None,
@@ -178,11 +213,9 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto, *, name: str | None 
     else:
         proto, source = load_onnx(model), os.fspath(model)
     default_name = os.path.splitext(os.path.basename(source))[0] if source else "model"
-    graph = onnx_to_graph(proto, name or default_name, input_shapes)
+    graph = onnx_to_graph(proto, name or default_name, input_shapes, output_names)
     if source:
         graph.meta["source"] = os.path.abspath(source)
-    if output_names:
-        passes.cut_outputs(graph, resolve_output_names(graph, output_names))
     finish_import(graph, fold_bn=fold_bn)
     return graph
 

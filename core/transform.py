@@ -37,15 +37,28 @@ def test_feeds(graph: Graph, test_input: str) -> dict[str, np.ndarray]:
     return load_sample([test_input], graph)
 
 
+def reference_onnx(graph: Graph):
+    """The ONNX model onnxruntime checks `graph` against: its source file, or for a darknet cfg
+    the ONNX twin built from the same cfg and weights; None when there is none."""
+    source = graph.meta.get("source", "")
+    if source.endswith(".onnx") and os.path.isfile(source):
+        return source
+    if source.endswith(".cfg") and os.path.isfile(source):
+        from .darknet_import import darknet_to_onnx
+        proto, _ = darknet_to_onnx(source, graph.meta["weights"], [list(graph.inputs[0].shape)])
+        return proto
+    return None
+
+
 def self_check(graph: Graph, feeds: dict[str, np.ndarray], tolerance: tuple[float, float],
                excepts: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None,
                                                      CompareReport | None]:
-    """(ours, reference, report): every tensor of our F32 run vs onnxruntime on the source ONNX."""
+    """(ours, reference, report): every tensor of our F32 run vs onnxruntime on the source model."""
     ours = run(graph, feeds, keep_all=True)
-    source = graph.meta.get("source", "")
-    if not (source.endswith(".onnx") and os.path.isfile(source) and onnxruntime_available()):
+    model = reference_onnx(graph)
+    if model is None or not onnxruntime_available():
         return ours, None, None
-    ref = run_onnxruntime(source, feeds, graph.meta.get("onnx_names", {}))
+    ref = run_onnxruntime(model, feeds, graph.meta.get("onnx_names", {}))
     return ours, ref, compare_npz(ours, ref, tolerance, excepts)
 
 
@@ -76,8 +89,8 @@ def transform(model_def: str, mlir: str, *, model_name: str, model_data: str | N
             save_npz(ref_path, ref)
             result.files.append(ref_path)
         else:
-            result.note = ("self-check: onnxruntime is not installed or the model is not an ONNX "
-                           "file; our F32 results were saved without a reference comparison")
+            result.note = ("self-check: onnxruntime is not installed or the model is an .mlir; "
+                           "our F32 results were saved without a reference comparison")
         result.report = report
         if report is not None and not report.passed:
             return result

@@ -333,3 +333,24 @@ def test_optional_outputs_are_computed_when_read():
     graph = import_onnx(model)
     assert graph.node("p_MaxPool").attrs["_num_outputs"] == 2
     assert_like_ort(model, feeds_for(model))
+
+
+def test_cut_comes_before_the_support_check_and_drops_unused_inputs():
+    """A tail we cannot run (and the extra input it reads) vanish when cut away, as in the
+    model-zoo tiny-yolov3 whose NMS tail reads `image_shape`."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[1, 4] x, float[1, 2] image_shape) => (float[1, 4] y) {
+        h = Relu (x)
+        s = Selu (h)
+        y = Celu (s)
+    }
+    """)
+    with pytest.raises(UnsupportedOpError, match="Celu.*Selu"):
+        import_onnx(model)
+    g = import_onnx(model, input_shapes=[[1, 4], [1, 2]], output_names=["h"])
+    assert g.input_names == ["x"] and g.outputs == ["h_Relu"]
+    assert [n.op_type for n in g.nodes] == ["Relu"]
+    x = np.array([[-1, 2, -3, 4]], np.float32)
+    assert np.array_equal(run(g, {"x": x})["h_Relu"], np.maximum(x, 0))
+    assert import_onnx(model, input_shapes=[[1, 4]], output_names=["h_Relu"]).outputs == ["h_Relu"]

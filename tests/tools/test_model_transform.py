@@ -109,3 +109,14 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, args, message)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
     assert set(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.zoo
+def test_darknet_model_def_is_self_checked_against_its_onnx_twin(tmp_path, zoo):
+    cfg = zoo / "yolov3-tiny" / "yolov3-tiny.cfg"
+    done = run_cli(tmp_path, f"model_transform.py --model_name dn --model_def {cfg} "
+                   f"--model_data {cfg.with_suffix('.weights')} --scale 0.0039216 --pixel_format rgb "
+                   f"--keep_aspect_ratio --pad_value 128 --mlir dn.mlir "
+                   f"--test_input {zoo / 'COCO2017' / '000000366711.jpg'}")
+    assert done.returncode == 0, done.stderr
+    assert "npz compare PASSED" in done.stdout and (tmp_path / "dn_ref_outputs.npz").is_file()
