@@ -21,6 +21,7 @@ from tpushell.core.dataset import load_batches, select_samples
 from tpushell.core.interpreter import run
 from tpushell.core.onnx_import import import_onnx
 from tpushell.core.preprocess import PreprocessConfig, preprocess_images, resize_linear
+from zoo import shared_dir
 
 TUTORIAL = PreprocessConfig(net_shape=(416, 416), scale=[0.0039216] * 3, pixel_format="rgb",
                             keep_aspect_ratio=True, pad_value=128)
@@ -58,9 +59,10 @@ def row(what: str, ours: float, peer: float | None = None, unit: str = "s") -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", default=os.environ.get("TPUSHELL_ZOO", "../shared"))
+    parser.add_argument("--shared", help="folder holding zoo/ and golden/ (default: $TPUSHELL_ZOO or ../shared)")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    args.shared = str(shared_dir(args.shared))
     folder = os.path.join(args.shared, "zoo", "COCO2017")
     files = sorted(glob.glob(os.path.join(folder, "*.jpg")))
     print(f"{len(files)} images from {folder}; median of {args.runs} runs; {os.cpu_count()} cpus")

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 
+from zoo import shared_dir
+
 REFERENCE_SECONDS, REFERENCE_BYTES = 45.7, 1.2e9
 COMMAND = ["yolov3_tiny.mlir", "--dataset", "../COCO2017", "--input_num", "100",
            "-o", "yolov3_cali_table"]
@@ -71,10 +73,11 @@ def run_once(workspace: str) -> tuple[float, float, float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", default=os.environ.get("TPUSHELL_ZOO", "../shared"))
+    parser.add_argument("--shared", help="folder holding zoo/ and golden/ (default: $TPUSHELL_ZOO or ../shared)")
     parser.add_argument("--runs", type=int, default=1, help="runs; the fastest is reported")
     parser.add_argument("--keep", help="lay out the tutorial here and keep it (default: a temp dir)")
     args = parser.parse_args()
+    args.shared = str(shared_dir(args.shared))
     root = args.keep or tempfile.mkdtemp(prefix="calib-bench-")
     os.makedirs(root, exist_ok=True)
     workspace = lay_out(root, os.path.abspath(args.shared))

@@ -20,16 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from zoo import shared_dir
 
 OUTPUTS = ["transpose_output1", "transpose_output"]
 SHAPE = [1, 3, 416, 416]
-
-
-def find_shared(given: str | None) -> Path:
-    for c in [given, os.environ.get("TPUSHELL_ZOO"), Path(__file__).resolve().parents[2] / "shared"]:
-        if c and (Path(c) / "zoo").is_dir():
-            return Path(c)
-    sys.exit("error: the zoo is not found; pass --zoo <path to shared> or set TPUSHELL_ZOO")
 
 
 def our_graph(onnx_path: Path):
@@ -158,7 +152,7 @@ def main() -> None:
         os.environ["TPUSHELL_THREADS"] = "1"        # read when tpushell's ops are imported
         threadpool_limits(1, user_api="blas")
         threads, CLOCK = 1, time.process_time
-    shared = find_shared(args.zoo)
+    shared = shared_dir(args.zoo)
     onnx_path = shared / "zoo" / "yolov3-tiny" / "tiny-yolov3-11.onnx"
     loaded, peak = peak_rss(shared)
     print(f"peak RSS of a fresh process: {loaded} MB with the model loaded, {peak} MB after one "

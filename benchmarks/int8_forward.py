@@ -20,16 +20,9 @@ from tpushell.core.lowering import Lowerer
 from tpushell.core.onnx_import import import_onnx
 from tpushell.core.simulate import simulate
 from tpushell.core.tables import read_calibration_table, read_qtable
+from zoo import shared_dir
 
 REFERENCE_INT8_S = 1.05
-
-
-def shared_dir(arg: str | None) -> Path:
-    repo = Path(__file__).resolve().parents[1]
-    for c in [arg, os.environ.get("TPUSHELL_ZOO"), repo.parent / "shared", repo.parent.parent / "shared"]:
-        if c and (Path(c) / "zoo").is_dir():
-            return Path(c)
-    raise SystemExit("cannot find ../shared (give --zoo PATH or set TPUSHELL_ZOO)")
 
 
 def median_time(fn, repeat: int) -> float:

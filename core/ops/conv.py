@@ -224,21 +224,12 @@ def ConvTranspose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
     in_sp = x.shape[2:]
     full = [(in_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 + output_padding[i]
             for i in range(nd)]
-    if output_shape is not None:
-        target = list(output_shape)[-nd:]
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        # Crop the full result to the target size; SAME_UPPER puts the odd pixel at the end.
+        target = (list(output_shape)[-nd:] if output_shape is not None
+                  else [in_sp[i] * strides[i] for i in range(nd)])
         total = [full[i] - target[i] for i in range(nd)]
-        if auto_pad == "SAME_UPPER":
-            begin = [t // 2 for t in total]
-        else:
-            begin = [t - t // 2 for t in total]
-        end = [total[i] - begin[i] for i in range(nd)]
-    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        target = [in_sp[i] * strides[i] for i in range(nd)]
-        total = [full[i] - target[i] for i in range(nd)]
-        if auto_pad == "SAME_UPPER":
-            begin = [t // 2 for t in total]
-        else:
-            begin = [t - t // 2 for t in total]
+        begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
         end = [total[i] - begin[i] for i in range(nd)]
     else:
         pads = list(pads) if pads else [0] * (2 * nd)
