@@ -297,8 +297,14 @@ def open_(session: Session, args: argparse.Namespace) -> Result:
     from .workspace import open_workspace
     open_workspace(session, args.path)
     graph = session.model
-    return Message(f"opened {args.path}: model {graph.name} ({len(graph.nodes)} ops), "
-                   f"{len(session.history)} journal entries")
+    kept = [f"model {graph.name} ({len(graph.nodes)} ops)"]
+    if session.calibration is not None:
+        kept.append(f"calibration of {len(session.calibration)} tensors")
+    kept.append(f"qtable of {len(session.qtable)} layer(s)")
+    if session.loss_table is not None:
+        kept.append(f"loss table of {len(session.loss_table)} layer(s)")
+    kept.append(f"{len(session.history)} journal entries")
+    return Message(f"opened {args.path}: {', '.join(kept)}")
 
 
 def _journal_args(p: argparse.ArgumentParser) -> None:
@@ -571,7 +577,8 @@ def calibrate(session: Session, args: argparse.Namespace) -> Result:
 
 # ---- mixed precision: edit, re-check, undo -------------------------------------------------------
 def _set_precision_args(p: argparse.ArgumentParser) -> None:
-    _arg(p, "layers", nargs="+", metavar="LAYER", complete="layer",
+    # completion offers the modes too once a layer is given: `layers` swallows every token
+    _arg(p, "layers", nargs="+", metavar="LAYER", complete="layer_then_mode",
          help="layer name, glob such as 'conv1*', or op type such as Conv")
     p.add_argument("mode", type=str.upper, choices=QUANTIZE_MODES,
                    help="precision; INT8 removes the layer from the qtable")

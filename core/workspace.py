@@ -3,10 +3,14 @@
     save_workspace(session, "tutorial.tpw")
     open_workspace(session, "tutorial.tpw")     # replaces the session's state in place
 
-The model is referenced, not copied: its path (relative to the workspace file, and absolute as a
-fallback), the options it was loaded with, and its sha256 so that a changed model is reported.
-Settings and the journal are stored in the file. Opening builds the whole state first and only
-then swaps it into the session, so a failed open leaves the session as it was.
+The model and the sample data are referenced, not copied: their paths (relative to the workspace
+file, and absolute as a fallback), the options the model was loaded with, and the model's sha256
+so that a changed model is reported. Stored in the file: settings, the calibration table, the
+qtable with its undo / redo history, the loss table of the last search, and the journal. Numbers
+are kept exactly (JSON floats round-trip), not at the 7 decimals of the table files, so `cos`
+after `open` gives the numbers it gave before `save`; calibration histograms are not kept
+(calibrate again to plot them). Opening builds the whole state first and only then swaps it into
+the session, so a failed open leaves the session as it was.
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ import warnings
 from dataclasses import asdict
 from typing import Any
 
-from .errors import InputFileError, OptionError, StateError, TpuWarning
+from .errors import InputFileError, OptionError, StateError, TpuError, TpuWarning
 from .fileio import atomic_write, require_file
+from .precision import Edit, EditHistory
 from .session import Session
+from .tables import CalibrationTable, CalRow, LossRow, LossTable, QTable
 
 FORMAT = "tpushell-workspace"
-VERSION = 1
+VERSION = 2
 
 
 def file_sha256(path: str) -> str:
@@ -54,6 +60,67 @@ def _resolve(ref: dict[str, str] | None, base: str, where: str, what: str) -> st
     return found
 
 
+def _folder_reference(path: str | None, base: str) -> dict[str, str] | None:
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    return {"path": os.path.relpath(path, base), "abspath": path}
+
+
+def _resolve_folder(ref: dict[str, str] | None, base: str, where: str) -> str | None:
+    if ref is None:
+        return None
+    candidates = [os.path.normpath(os.path.join(base, ref["path"])), ref["abspath"]]
+    found = next((c for c in candidates if os.path.isdir(c)), None)
+    if found is None:
+        raise InputFileError(f"{where}: sample folder not found at {candidates[0]} nor at "
+                             f"{candidates[1]}")
+    return found
+
+
+# ---- tables as JSON ------------------------------------------------------------------------------
+def _calibration_doc(t: CalibrationTable | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    rows = lambda r: {n: [x.threshold, x.min, x.max] for n, x in r.items()}  # noqa: E731
+    return {"rows": rows(t.rows), "int4_rows": rows(t.int4_rows), "asym_ops": list(t.asym_ops),
+            "weight_scales": t.weight_scales, "header": t.header, "path": t.path}
+
+
+def _calibration(doc: dict[str, Any] | None) -> CalibrationTable | None:
+    if doc is None:
+        return None
+    rows = lambda r: {n: CalRow(*map(float, x)) for n, x in r.items()}  # noqa: E731
+    return CalibrationTable(rows(doc["rows"]), rows(doc.get("int4_rows", {})),
+                            list(doc.get("asym_ops", [])), dict(doc.get("weight_scales", {})),
+                            dict(doc.get("header", {})), doc.get("path"))
+
+
+def _loss_doc(t: LossTable | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    return {"rows": [[r.layer, r.cos, r.visited] for r in t.rows], "sample_number": t.sample_number,
+            "chip": t.chip, "mix_mode": t.mix_mode}
+
+
+def _loss(doc: dict[str, Any] | None) -> LossTable | None:
+    if doc is None:
+        return None
+    return LossTable([LossRow(str(n), float(c), bool(v)) for n, c, v in doc["rows"]],
+                     doc.get("sample_number"), doc.get("chip"), doc.get("mix_mode"))
+
+
+def _edits_doc(h: EditHistory) -> dict[str, list]:
+    edit = lambda e: {"what": e.what, "before": e.before.modes, "after": e.after.modes}  # noqa: E731
+    return {"done": [edit(e) for e in h.done], "undone": [edit(e) for e in h.undone]}
+
+
+def _edits(doc: dict[str, list]) -> EditHistory:
+    edit = lambda e: Edit(e["what"], QTable(dict(e["before"])), QTable(dict(e["after"])))  # noqa: E731
+    return EditHistory([edit(e) for e in doc.get("done", [])],
+                       [edit(e) for e in doc.get("undone", [])])
+
+
 def save_workspace(session: Session, path: str | os.PathLike) -> str:
     """Write `session` to `path` (atomically) and return the path."""
     path = os.fspath(path)
@@ -70,6 +137,12 @@ def save_workspace(session: Session, path: str | os.PathLike) -> str:
         "model_data": _reference(options.pop("model_data"), base),
         "load_options": options,
         "settings": asdict(session.settings),
+        "dataset": _folder_reference(session.dataset, base),
+        "data_list": _reference(session.data_list and os.path.abspath(session.data_list), base),
+        "calibration": _calibration_doc(session.calibration),
+        "qtable": dict(session.qtable.modes),
+        "edits": _edits_doc(session.edits),
+        "loss_table": _loss_doc(session.loss_table),
         "history": list(session.history),
     }
     with atomic_write(path) as f:
@@ -109,6 +182,31 @@ def open_workspace(session: Session, path: str | os.PathLike) -> Session:
         except OptionError as e:
             raise InputFileError(f"{path}: {e}") from None
     fresh.history = list(doc.get("history", []))
+    try:
+        _restore_tables(fresh, doc, base, path)
+    except TpuError as e:
+        raise InputFileError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputFileError(f"{path}: a table of the workspace is damaged ({type(e).__name__}: "
+                             f"{e}); save it again from a session") from None
     session.__dict__.clear()
     session.__dict__.update(fresh.__dict__)
     return session
+
+
+def _restore_tables(fresh: Session, doc: dict[str, Any], base: str, path: str) -> None:
+    """Sample data, calibration table (checked against the model), qtable (checked against the
+    model and chip), edit history and loss table of `doc`, into the new session."""
+    from .calibrate import check_table
+    from .lowering import resolve_modes
+    dataset = _resolve_folder(doc.get("dataset"), base, path)
+    data_list = _resolve(doc.get("data_list"), base, path, "data list")
+    if dataset or data_list:
+        fresh.use_data(dataset, data_list=data_list)
+    fresh.calibration = _calibration(doc.get("calibration"))
+    if fresh.calibration is not None:
+        check_table(fresh.model, fresh.calibration)
+    fresh.qtable = QTable(dict(doc.get("qtable", {})))
+    resolve_modes(fresh.model, fresh.settings.chip, "INT8", fresh.qtable)
+    fresh.edits = _edits(doc.get("edits", {}))
+    fresh.loss_table = _loss(doc.get("loss_table"))

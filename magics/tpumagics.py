@@ -27,7 +27,8 @@ from IPython.core.magic import Magics, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
 from tpushell.core import Session
-from tpushell.core.commands import COMMANDS, attempt, build_parser, completion_kinds, subparsers
+from tpushell.core.commands import (COMMANDS, QUANTIZE_MODES, attempt, build_parser, completion_kinds,
+                                    subparsers)
 from tpushell.core.results import Result
 
 
@@ -125,8 +126,9 @@ def _values(session: Session, parser: argparse.ArgumentParser, action, done: lis
     kind = completion_kinds(parser).get(action.dest)
     if action.choices:
         return [str(c) for c in action.choices]
-    if kind == "layer" and session.graph is not None:
-        return session.graph.op_names + sorted(session.graph.summary())
+    if kind in ("layer", "layer_then_mode") and session.graph is not None:
+        modes = list(QUANTIZE_MODES) if kind == "layer_then_mode" and done else []
+        return modes + session.graph.op_names + sorted(session.graph.summary())
     if kind == "setting":
         return [f.name for f in fields(session.settings)]
     if kind == "setting_value" and done:

@@ -11,7 +11,7 @@ import cmd2
 from cmd2 import Choices, CompletionItem, Completions
 from cmd2.utils import to_bool
 
-from tpushell.core.commands import completion_kinds, subparsers
+from tpushell.core.commands import QUANTIZE_MODES, completion_kinds, subparsers
 
 
 def layer_choices(app) -> Choices:
@@ -21,6 +21,14 @@ def layer_choices(app) -> Choices:
         return Choices(items=[])
     items = [CompletionItem(n.name, display_meta=n.op_type) for n in graph.nodes]
     items += [CompletionItem(t, display_meta=f"all {k} {t} layers") for t, k in graph.summary().items()]
+    return Choices(items=items)
+
+
+def layer_then_mode_choices(app, arg_tokens: dict[str, list[str]]) -> Choices:
+    """Layers, and the precisions once a layer is typed (`set_precision conv1* F16`)."""
+    items = layer_choices(app).items
+    if len(arg_tokens.get("layers", [])) > 1:      # the last token is the one being completed
+        items = [CompletionItem(m, display_meta="precision") for m in QUANTIZE_MODES] + list(items)
     return Choices(items=items)
 
 
@@ -44,7 +52,8 @@ def setting_value_complete(app, text: str, line: str, begidx: int, endidx: int,
     return app.basic_complete(text, line, begidx, endidx, [str(c) for c in choices or ()], sort=False)
 
 
-PROVIDERS = {"layer": layer_choices, "setting": setting_choices}
+PROVIDERS = {"layer": layer_choices, "layer_then_mode": layer_then_mode_choices,
+             "setting": setting_choices}
 COMPLETERS = {"path": cmd2.Cmd.path_complete, "setting_value": setting_value_complete}
 
 

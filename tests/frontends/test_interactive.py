@@ -1,5 +1,6 @@
 """The real interactive shell, driven as a person would through a terminal (pexpect): start
-`tpushell`, load the tutorial model, complete a layer name with Tab, look at it, quit."""
+`tpushell`, load the tutorial model, complete a layer name with Tab, set that layer to F16,
+re-check the cosines and see the output cosine move, quit."""
 from __future__ import annotations
 
 import os
@@ -42,18 +43,41 @@ class Terminal:
         self.child.send(keys)
 
 
+def output_cosines(text: str) -> dict[str, float]:
+    """{output tensor: cosine} from what `cos` drew."""
+    return {m[1]: float(m[2]) for m in re.finditer(r"output (\S+) (\d\.\d{6})", text)}
+
+
 @pytest.mark.zoo
-def test_a_person_loads_completes_and_quits(zoo_workdir):
+def test_a_person_completes_a_layer_sets_it_to_f16_and_rechecks(zoo_workdir):
     term = Terminal(zoo_workdir)
     try:
         term.wait(r"\(tpu\)")
         term.send("load zoo/yolov3-tiny/tiny-yolov3-11.onnx --model_name yolov3_tiny "
-                  "--output_names transpose_output1,transpose_output\r")
+                  "--output_names transpose_output1,transpose_output --scale 0.0039216,0.0039216,"
+                  "0.0039216 --pixel_format rgb --keep_aspect_ratio --pad_value 128\r")
         term.wait(r"yolov3_tiny: 34 ops[\s\S]*\(tpu\)")
         term.send("layers conv1_le\t")                       # Tab completes the layer name:
         term.wait(r"aky_LeakyRelu")                           # the terminal draws the rest of it
         term.send("\r")                                      # and the command runs on the full name
         term.wait(r"1 of 34 layers[\s\S]*conv1_leaky_LeakyRelu +LeakyRelu +1x32x208x208[\s\S]*\(tpu\)")
+        term.send("set samples 2\r")
+        term.wait(r"samples = 2[\s\S]*\(tpu\)")
+        term.send("calibrate zoo/COCO2017 --table golden/tpumlir_cali_table\r")
+        term.wait(r"calibration table golden/tpumlir_cali_table[\s\S]*\(tpu\)")
+        term.send("cos\r")
+        int8 = output_cosines(term.wait(r"output transpose_output_\S+ \d\.\d{6}[\s\S]*\(tpu\)"))
+        term.send("set_precision conv1_le\t")                # the same completion, then a precision
+        term.wait(r"aky_LeakyRelu")
+        term.send("F1\t")                                    # F16 completes too
+        term.wait(r"F16")
+        term.send("\r")
+        term.wait(r"conv1_leaky_LeakyRelu INT8 -> F16[\s\S]*\(tpu\)")
+        term.send("cos\r")
+        mixed = output_cosines(term.wait(r"output transpose_output_\S+ \d\.\d{6}[\s\S]*\(tpu\)"))
+        assert mixed.keys() == int8.keys() and len(int8) == 2
+        assert mixed != int8, f"F16 on conv1_leaky_LeakyRelu did not move the output cosine: {int8}"
+        assert all(0.99 < c < 1 for c in [*int8.values(), *mixed.values()])
         term.send("layers conv99\r")
         term.wait(r"error: no op or op type 'conv99'[\s\S]*\(tpu\)")
         term.send("quit\r")

@@ -120,6 +120,8 @@ def test_tab_completes_like_the_shell(ip, workdir):                  # simplest 
     ip.run_line_magic("load", "tiny.onnx")
     assert offered("%layers r") == ["r1_LeakyRelu"]
     assert offered("%set chip bm168") == ["bm1684x", "bm1684", "bm1688"]
+    assert "F16" not in offered("%set_precision F")                 # a layer comes first
+    assert offered("%set_precision r1_LeakyRelu F") == ["F16", "F32"]
     assert offered("%load tiny.onnx --pixel_format r") == ["rgb", "rgba"]
     assert offered("%load tiny.onnx --pix") == ["--pixel_format"]
     assert offered("%qtable load tiny_i") == ["tiny_input.npz"]

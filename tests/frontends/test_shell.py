@@ -23,6 +23,8 @@ def test_completes_layers_settings_choices_and_paths(shell, workdir):
     run_shell(shell, "load tiny.onnx")
     assert complete(shell, "layers r") == ("r1_LeakyRelu",)
     assert set(complete(shell, "layers ")) >= {"c1_Conv", "p1_MaxPool", "y_Conv", "Conv", "MaxPool"}
+    assert complete(shell, "set_precision F") == ()                # a layer comes first
+    assert complete(shell, "set_precision r1_LeakyRelu F") == ("F16", "F32")
     assert complete(shell, "set ch") == ("chip",)
     assert set(complete(shell, "set chip bm168")) == {"bm1684x", "bm1684", "bm1688"}
     assert complete(shell, "set cosine_scale r") == ("reference",)

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import onnx
 import pytest
 
 from tpushell.core import Session
 from tpushell.core.errors import InputFileError, StateError, TpuWarning
+from tpushell.core.tables import LossRow, LossTable
 from tpushell.core.workspace import open_workspace, save_workspace
 
 from shelldrive import tiny_model
@@ -77,3 +79,87 @@ def test_nothing_to_save_before_a_model_is_loaded(tmp_path):
     with pytest.raises(StateError, match="no model loaded"):
         save_workspace(Session(), tmp_path / "w.tpw")
     assert not (tmp_path / "w.tpw").exists()
+
+
+def _tiny_samples(folder, n=3):
+    data = folder / "samples"
+    data.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        np.savez(data / f"s{i}.npz", x=rng.random((1, 3, 8, 8), np.float32))
+    return data
+
+
+def test_tables_qtable_edits_and_sample_data_come_back_exactly(tiny, tmp_path):
+    s = Session()
+    s.load(tiny)
+    s.calibrate(_tiny_samples(tiny.parent))       # thresholds with all their digits
+    s.settings.set("samples", 3)
+    s.set_precision("LeakyRelu", "F16")
+    s.set_precision("y_Conv", "BF16")
+    s.undo()                                      # an edit that can be redone after open
+    s.loss_table = LossTable([LossRow("y_Conv", 0.97123456789), LossRow("c1_Conv", 0.99, False)],
+                             sample_number=3, chip="bm1684x", mix_mode="F16")
+    before = s.check()
+    path = save_workspace(s, tiny.parent / "w.tpw")
+    moved = shutil.move(str(tiny.parent), str(tmp_path / "moved"))
+    t = Session()
+    open_workspace(t, f"{moved}/w.tpw")
+    assert t.dataset == f"{moved}/samples"
+    assert {n: vars(r) for n, r in t.calibration.rows.items()} == \
+        {n: vars(r) for n, r in s.calibration.rows.items()}
+    assert dict(t.qtable.items()) == {"r1_LeakyRelu": "F16"}
+    after = t.check()
+    assert after.outputs == before.outputs and after.layers == before.layers
+    assert [(r.layer, r.cos, r.visited) for r in t.loss_table] == \
+        [("y_Conv", 0.97123456789, True), ("c1_Conv", 0.99, False)]
+    assert "BF16" in str(t.redo()) and t.qtable.modes == {"r1_LeakyRelu": "F16", "y_Conv": "BF16"}
+    t.undo(), t.undo()
+    assert not len(t.qtable)
+    assert path.endswith("w.tpw")
+
+
+def test_a_damaged_table_is_one_error_naming_the_workspace(tiny):
+    s = Session()
+    s.load(tiny)
+    s.calibrate(_tiny_samples(tiny.parent))
+    s.set_precision("y_Conv", "F16")
+    save_workspace(s, tiny.parent / "w.tpw")
+    doc = json.loads((tiny.parent / "w.tpw").read_text())
+    del doc["calibration"]["rows"]["p1_MaxPool"]
+    (tiny.parent / "short.tpw").write_text(json.dumps(doc))
+    doc = json.loads((tiny.parent / "w.tpw").read_text())
+    doc["qtable"] = {"conv99": "F16"}
+    (tiny.parent / "badq.tpw").write_text(json.dumps(doc))
+    doc["qtable"] = {}
+    doc["loss_table"] = {"rows": [["y_Conv"]]}
+    (tiny.parent / "badloss.tpw").write_text(json.dumps(doc))
+    t = Session()
+    with pytest.raises(InputFileError, match=r"short.tpw: .*no row for 1 tensor.*p1_MaxPool"):
+        open_workspace(t, tiny.parent / "short.tpw")
+    with pytest.raises(InputFileError, match=r"badq.tpw: .*conv99"):
+        open_workspace(t, tiny.parent / "badq.tpw")
+    with pytest.raises(InputFileError, match=r"badloss.tpw: a table of the workspace is damaged"):
+        open_workspace(t, tiny.parent / "badloss.tpw")
+    assert t.graph is None
+
+
+@pytest.mark.zoo
+def test_cos_on_the_tutorial_model_is_the_same_after_save_and_open(zoo_workdir, frontend):
+    """The tutorial model with the reference's own tables: `cos` before save == after open."""
+    run = frontend
+    run("load zoo/yolov3-tiny/tiny-yolov3-11.onnx --model_name yolov3_tiny --output_names "
+        "transpose_output1,transpose_output --scale 0.0039216,0.0039216,0.0039216 "
+        "--pixel_format rgb --keep_aspect_ratio --pad_value 128")
+    run("set samples 2")
+    run("calibrate zoo/COCO2017 --table golden/tpumlir_cali_table")
+    run("qtable load golden/tpumlir_qtable")
+    run("set_precision conv5_Conv F16")
+    before = run("cos")[1:]                      # line 0 says how long it took
+    assert any(line.startswith("output transpose_output") for line in before), before
+    assert "saved workspace" in run("save tutorial.tpw")[-1]
+    run("set_precision conv* F32")               # changes after the save are not kept
+    assert run("cos")[1:] != before
+    assert "opened tutorial.tpw" in run("open tutorial.tpw")[-1]
+    assert run("cos")[1:] == before
+    assert any("undid set conv5_Conv F16" in line for line in run("undo"))   # edits kept too
