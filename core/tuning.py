@@ -13,8 +13,8 @@ observer does the tuning, so only the interpreter's live tensors are held at any
 from __future__ import annotations
 
 import contextlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -36,6 +36,20 @@ PER_SAMPLE_OPS = {"Conv", "ConvTranspose", "Relu", "LeakyRelu", "PRelu", "MaxPoo
                   "HardSwish", "Softplus", "Elu", "Selu", "Abs", "Neg", "Exp", "Log", "Sqrt", "Erf",
                   "BatchNormalization", "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Max",
                   "Min", "Concat", "Softmax", "LogSoftmax"}
+
+
+# Ops that only pick, move or zero values: for a monotone fake quantization f with f(0) = 0,
+# op(f(x)) == f(op(x)) bit for bit, so a candidate's output is f applied to the FP32 output.
+SELECTING_OPS = {"MaxPool", "GlobalMaxPool", "Relu", "Concat", "Transpose", "Reshape", "Flatten",
+                 "Squeeze", "Unsqueeze", "Identity", "Slice", "Split", "DepthToSpace",
+                 "SpaceToDepth", "Resize", "Upsample"}
+
+
+def _selects_values(node: Node) -> bool:
+    """Whether E's output is made of its input values (Resize and Upsample only when nearest)."""
+    if node.op_type not in SELECTING_OPS:
+        return False
+    return node.op_type not in ("Resize", "Upsample") or node.attrs.get("mode", "nearest") == "nearest"
 
 
 def weight_channel_axis(node: Node) -> int | None:
@@ -68,13 +82,15 @@ class _Tuner:
     """The observer that hands each op's tuning to `submit` as the FP32 forward reaches it.
 
     Which producers an op tunes depends on the graph only, and a threshold keeps the largest
-    proposal, so the evaluations can run in any order, on any thread.
+    proposal, so the evaluations can run in any order, on any thread. Each producer's candidates
+    are cut into `parts` slices evaluated separately, so that one large op (a deep Conv) keeps
+    every worker busy instead of one.
     """
 
     def __init__(self, graph: Graph, table: CalibrationTable, samples: int, steps: int,
-                 submit: Callable[[Callable[[], list[tuple[str, float]]]], None]) -> None:
+                 submit: Callable[[list["_Part"]], None], parts: int = 1) -> None:
         self.graph, self.table, self.samples, self.steps = graph, table, samples, steps
-        self.submit = submit
+        self.submit, self.parts = submit, parts
         self.opset = int(graph.meta.get("opset", DEFAULT_OPSET))
         self.kld = {name: row.threshold for name, row in table.rows.items()}
         self.tuned: set[str] = set()
@@ -94,15 +110,19 @@ class _Tuner:
                 [t for t in pre if t not in self.tuned]
             self.tuned.update(targets)
         ref = outs[0]
-        self.submit(lambda: [(t, self.tune(node, ins, ref, t)) for t in targets])
+        work = []
+        for target in targets:
+            candidates = self.candidates(target)
+            if candidates is None:
+                continue          # the KLD threshold stays
+            for part in np.array_split(candidates, min(self.parts, len(candidates))):
+                work.append(_Part(node.name, target, part, lambda part=part: self.distances(node, ins, ref, part)))
+        self.submit(work)
 
-    def tune(self, node: Node, ins: Sequence[Any], ref: np.ndarray, target: str) -> float:
-        """The best candidate threshold for `target` as seen by E = `node` (its KLD if untuned)."""
+    def candidates(self, target: str) -> np.ndarray | None:
+        """The thresholds tried for `target`: its KLD one up to its absmax (None: not tuned)."""
         row = self.table.rows[target]
-        candidates = th.tune_candidates(self.kld[target], max(abs(row.min), abs(row.max)), self.steps)
-        if candidates is None:
-            return self.kld[target]
-        return float(candidates[th.best_candidate(self.distances(node, ins, ref, candidates))])
+        return th.tune_candidates(self.kld[target], max(abs(row.min), abs(row.max)), self.steps)
 
     def weights(self, node: Node, ins: Sequence[Any]) -> list[Any]:
         """E's inputs with its weight operand fake-quantized (cached per weight)."""
@@ -123,8 +143,10 @@ class _Tuner:
         Conv then runs as a few large GEMMs) and large tensors are split by samples, so that one
         call holds about CHUNK_BYTES of quantized inputs and outputs.
         """
-        args = self.weights(node, ins)
         quantized = [i for i, t in enumerate(node.inputs) if t in self.table and t not in self.graph.weights]
+        if _selects_values(node) and len(quantized) == len(self.graph.activation_inputs(node)):
+            return self._selected_distances(ref, candidates)
+        args = self.weights(node, ins)
         fn = lookup(node.op_type, self.opset)
         samples, batch = self.samples, len(ref) // self.samples
         one = (2 * ref.nbytes + sum(ins[i].nbytes for i in quantized)) // samples
@@ -156,9 +178,41 @@ class _Tuner:
         return th.mean_relative_distances(l2, th.l1_norms(ref, samples))
 
 
+    def _selected_distances(self, ref: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """distances() for an E that only selects values: each candidate quantizes E's FP32
+        output instead of its inputs, and E does not run (a pooling E has fewer values to touch)."""
+        out = np.empty_like(ref, dtype=np.float32)
+        l2 = np.empty((len(candidates), self.samples))
+        for k, c in enumerate(candidates):
+            th.fake_quant_int8(ref, c, out=out)
+            l2[k] = th.l2_distances(ref, out.reshape(1, self.samples, -1))[0]
+        return th.mean_relative_distances(l2, th.l1_norms(ref, self.samples))
+
+
+@dataclass(eq=False)
+class _Part:
+    """Some candidate thresholds of one producer, as seen by one op; `run` gives their distances."""
+
+    op: str
+    target: str
+    candidates: np.ndarray
+    run: Callable[[], np.ndarray]
+
+
 def _inline(job: Callable[[], Any]) -> Any:
     with inline():                # the op's blocks stay on this worker: each core has a job
         return job()
+
+
+def _best(parts: list[_Part], distances: list[np.ndarray]) -> dict[str, float]:
+    """{producer: best candidate} over the parts of one op (in candidate order per producer)."""
+    found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for part, d in zip(parts, distances):
+        c, ds = found.setdefault(part.target, ([], []))
+        c.append(part.candidates)
+        ds.append(d)
+    return {t: float(np.concatenate(c)[th.best_candidate(np.concatenate(ds))])
+            for t, (c, ds) in found.items()}
 
 
 def tune_table(graph: Graph, table: CalibrationTable, feeds: dict[str, np.ndarray], *,
@@ -166,8 +220,9 @@ def tune_table(graph: Graph, table: CalibrationTable, feeds: dict[str, np.ndarra
     """Raise the thresholds of `table` in place by the auto-tuner on the samples stacked in
     `feeds` (one sample = the model's batch size); returns the number of samples.
 
-    The evaluations run on worker threads, at most one queued per worker, while the FP32 forward
-    goes on; each holds only its op's inputs and output.
+    The evaluations run on worker threads while the FP32 forward goes on, each op's candidates
+    split over the workers; the forward waits whenever more than one op per worker is in flight
+    (any op finishing lets it go on), so only a few ops' inputs and outputs are held at any time.
     """
     batch = max(1, int(graph.inputs[0].shape[0]))
     samples = max(1, len(next(iter(feeds.values()))) // batch)
@@ -176,26 +231,34 @@ def tune_table(graph: Graph, table: CalibrationTable, feeds: dict[str, np.ndarra
     with blas_single_threaded() if workers > 1 else contextlib.nullcontext(), \
             Progress(progress, "calibration tuning", evaluated) as p:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="tpushell-tune") if workers > 1 else None
-        pending: deque = deque()
+        in_flight: list[tuple[list[_Part], list[Future]]] = []
 
-        def apply(proposals: list[tuple[str, float]]) -> None:
-            for target, best in proposals:
+        def apply(parts: list[_Part], distances: list[np.ndarray]) -> None:
+            for target, best in _best(parts, distances).items():
                 row = table.rows[target]
                 row.threshold = max(row.threshold, best)
             p.advance()
 
-        def submit(job: Callable[[], list[tuple[str, float]]]) -> None:
+        def settle(limit: int) -> None:
+            """Apply finished ops until at most `limit` are in flight."""
+            while in_flight:
+                for op in [op for op in in_flight if all(f.done() for f in op[1])]:
+                    in_flight.remove(op)
+                    apply(op[0], [f.result() for f in op[1]])
+                if len(in_flight) <= limit:
+                    return
+                wait([f for _, fs in in_flight for f in fs if not f.done()], return_when=FIRST_COMPLETED)
+
+        def submit(parts: list[_Part]) -> None:
             if pool is None:
-                apply(job())
+                apply(parts, [part.run() for part in parts])
                 return
-            pending.append(pool.submit(_inline, job))
-            while len(pending) > workers or (pending and pending[0].done()):
-                apply(pending.popleft().result())
+            in_flight.append((parts, [pool.submit(_inline, part.run) for part in parts]))
+            settle(workers)
 
         try:
-            run(graph, feeds, observers=[_Tuner(graph, table, samples, steps, submit)])
-            while pending:
-                apply(pending.popleft().result())
+            run(graph, feeds, observers=[_Tuner(graph, table, samples, steps, submit, parts=workers)])
+            settle(0)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
