@@ -7,8 +7,8 @@
 
 A command is a name, a one-line doc, `add_arguments(parser)` (called on whatever parser class the
 front end needs: cmd2's Cmd2ArgumentParser, IPython's MagicArgumentParser) and `run(session, args)
--> Result`. Arguments carry a completion kind ("path", "layer", "setting", "setting_value") that
-the front ends turn into their own completers; the core never imports cmd2 or IPython.
+-> Result`. Arguments carry a completion kind (COMPLETION_KINDS) that the front ends turn into
+their own completers; the core never imports cmd2 or IPython.
 Option values are parsed inside `run` so that a bad value is a TpuError like any other.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ from .preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORM
 from .results import Column, Message, Result, Table
 from .session import Session
 
-COMPLETION_KINDS = ("path", "layer", "setting", "setting_value")
+# layer_then_mode: layers, and the precisions once a layer is typed (set_precision)
+COMPLETION_KINDS = ("path", "layer", "layer_then_mode", "setting", "setting_value")
 F6 = "{:.6f}"   # fixed float format: transcripts and golden outputs stay stable
 
 
@@ -117,6 +118,7 @@ def expand_path(text: str) -> str:
 def _arg(parser: argparse.ArgumentParser, *flags: str, complete: str | None = None,
          **kwargs: Any) -> argparse.Action:
     """parser.add_argument plus a completion kind; path arguments get `~`/`$VAR` expansion."""
+    assert complete is None or complete in COMPLETION_KINDS, complete
     if complete == "path":
         kwargs.setdefault("type", expand_path)
     action = parser.add_argument(*flags, **kwargs)

@@ -6,7 +6,8 @@ Walking the ops in order, each op E re-evaluates the threshold of its producers:
 input of E is fake-quantized to signed int8 with a candidate threshold (kld + k*(absmax-kld)/20,
 k = 0..20), E runs alone with per-channel fake-quantized weights, and the candidate whose output is
 closest to E's FP32 output (||ref-out||_2 / ||ref||_1, averaged over the samples) wins if it is a
-strict improvement. A threshold is only ever raised. Graph outputs have no consumer, so they are
+strict improvement. An E that only selects values (MaxPool, Concat, ...) does not run: its output
+for a candidate is the fake quantization of its FP32 output, bit for bit. A threshold is only ever raised. Graph outputs have no consumer, so they are
 never tuned. The FP32 reference tensors come from one forward over the tuning samples whose
 observer does the tuning, so only the interpreter's live tensors are held at any time.
 """
@@ -38,18 +39,26 @@ PER_SAMPLE_OPS = {"Conv", "ConvTranspose", "Relu", "LeakyRelu", "PRelu", "MaxPoo
                   "Min", "Concat", "Softmax", "LogSoftmax"}
 
 
-# Ops that only pick, move or zero values: for a monotone fake quantization f with f(0) = 0,
-# op(f(x)) == f(op(x)) bit for bit, so a candidate's output is f applied to the FP32 output.
+# Ops that only pick, move or zero values of input 0: for a monotone fake quantization f with
+# f(0) = 0, op(f(x)) == f(op(x)) bit for bit, so a candidate's output is f of the FP32 output.
 SELECTING_OPS = {"MaxPool", "GlobalMaxPool", "Relu", "Concat", "Transpose", "Reshape", "Flatten",
-                 "Squeeze", "Unsqueeze", "Identity", "Slice", "Split", "DepthToSpace",
-                 "SpaceToDepth", "Resize", "Upsample"}
+                 "Squeeze", "Unsqueeze", "Identity", "Slice", "Split", "Resize", "Upsample"}
 
 
-def _selects_values(node: Node) -> bool:
-    """Whether E's output is made of its input values (Resize and Upsample only when nearest)."""
+def _selects_values(graph: Graph, node: Node, quantized: set[str]) -> bool:
+    """Whether E's output is made of the values of its quantized inputs only: every input of a
+    Concat is quantized; other ops quantize input 0 and take constants (shape, scales) besides.
+    Resize must be nearest and not crop-and-resize (which fills with a constant)."""
     if node.op_type not in SELECTING_OPS:
         return False
-    return node.op_type not in ("Resize", "Upsample") or node.attrs.get("mode", "nearest") == "nearest"
+    if node.op_type in ("Resize", "Upsample") and (
+            node.attrs.get("mode", "nearest") != "nearest"
+            or node.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize"):
+        return False
+    inputs = [t for t in node.inputs if t]
+    if node.op_type == "Concat":
+        return all(t in quantized for t in inputs)
+    return bool(inputs) and inputs[0] in quantized and all(t in graph.weights for t in inputs[1:])
 
 
 def weight_channel_axis(node: Node) -> int | None:
@@ -144,7 +153,7 @@ class _Tuner:
         call holds about CHUNK_BYTES of quantized inputs and outputs.
         """
         quantized = [i for i, t in enumerate(node.inputs) if t in self.table and t not in self.graph.weights]
-        if _selects_values(node) and len(quantized) == len(self.graph.activation_inputs(node)):
+        if _selects_values(self.graph, node, {node.inputs[i] for i in quantized}):
             return self._selected_distances(ref, candidates)
         args = self.weights(node, ins)
         fn = lookup(node.op_type, self.opset)
@@ -180,12 +189,18 @@ class _Tuner:
 
     def _selected_distances(self, ref: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """distances() for an E that only selects values: each candidate quantizes E's FP32
-        output instead of its inputs, and E does not run (a pooling E has fewer values to touch)."""
-        out = np.empty_like(ref, dtype=np.float32)
+        output instead of its inputs, and E does not run (a pooling E has fewer values to touch);
+        about CHUNK_BYTES of samples at a time."""
+        rows = ref.reshape(self.samples, -1)
+        count = max(1, min(self.samples, CHUNK_BYTES // max(rows[0].nbytes, 1)))
+        out = np.empty((count, rows.shape[1]), np.float32)
         l2 = np.empty((len(candidates), self.samples))
-        for k, c in enumerate(candidates):
-            th.fake_quant_int8(ref, c, out=out)
-            l2[k] = th.l2_distances(ref, out.reshape(1, self.samples, -1))[0]
+        for s0 in range(0, self.samples, count):
+            part = rows[s0:s0 + count]
+            q = out[:len(part)]
+            for k, c in enumerate(candidates):
+                th.fake_quant_int8(part, c, out=q)
+                l2[k, s0:s0 + len(part)] = th.l2_distances(part, q[None])[0]
         return th.mean_relative_distances(l2, th.l1_norms(ref, self.samples))
 
 

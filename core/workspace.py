@@ -22,7 +22,7 @@ import warnings
 from dataclasses import asdict
 from typing import Any
 
-from .errors import InputFileError, OptionError, StateError, TpuError, TpuWarning
+from .errors import InputFileError, StateError, TpuError, TpuWarning
 from .fileio import atomic_write, require_file
 from .precision import Edit, EditHistory
 from .session import Session
@@ -30,6 +30,7 @@ from .tables import CalibrationTable, CalRow, LossRow, LossTable, QTable
 
 FORMAT = "tpushell-workspace"
 VERSION = 2
+READS = (1, 2)       # version 1 had no tables; what it lacks opens empty
 
 
 def file_sha256(path: str) -> str:
@@ -54,7 +55,7 @@ def _resolve(ref: dict[str, str] | None, base: str, where: str, what: str) -> st
     candidates = [os.path.normpath(os.path.join(base, ref["path"])), ref["abspath"]]
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
-        raise InputFileError(f"{where}: {what} not found at {candidates[0]} nor at {candidates[1]}")
+        raise InputFileError(f"{what} not found at {candidates[0]} nor at {candidates[1]}")
     if file_sha256(found) != ref["sha256"]:
         warnings.warn(TpuWarning(f"{where}: {what} {found} changed since the workspace was saved"))
     return found
@@ -68,13 +69,16 @@ def _folder_reference(path: str | None, base: str) -> dict[str, str] | None:
 
 
 def _resolve_folder(ref: dict[str, str] | None, base: str, where: str) -> str | None:
+    """The sample folder, relative to the workspace first; None (with a warning) when it is gone:
+    everything else of the workspace is in the file, so it still opens."""
     if ref is None:
         return None
     candidates = [os.path.normpath(os.path.join(base, ref["path"])), ref["abspath"]]
     found = next((c for c in candidates if os.path.isdir(c)), None)
     if found is None:
-        raise InputFileError(f"{where}: sample folder not found at {candidates[0]} nor at "
-                             f"{candidates[1]}")
+        warnings.warn(TpuWarning(f"{where}: sample folder not found at {candidates[0]} nor at "
+                                 f"{candidates[1]}; give one with `data FOLDER` before cos or "
+                                 f"search"))
     return found
 
 
@@ -161,9 +165,9 @@ def read_workspace(path: str | os.PathLike) -> dict[str, Any]:
         raise InputFileError(f"{path} is not a tpushell workspace (not JSON: {e})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputFileError(f"{path} is not a tpushell workspace (no '\"format\": \"{FORMAT}\"')")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READS:
         raise InputFileError(f"{path}: workspace version {doc.get('version')} is not supported "
-                             f"(this tpushell reads version {VERSION})")
+                             f"(this tpushell reads versions {', '.join(map(str, READS))})")
     return doc
 
 
@@ -171,34 +175,30 @@ def open_workspace(session: Session, path: str | os.PathLike) -> Session:
     """Replace the state of `session` with the workspace at `path` (all or nothing)."""
     path = os.fspath(path)
     doc = read_workspace(path)
-    base = os.path.dirname(os.path.abspath(path))
-    fresh = Session(progress=session.progress)
-    model = _resolve(doc["model"], base, path, "model")
-    model_data = _resolve(doc.get("model_data"), base, path, "model data")
-    fresh.load(model, model_data=model_data, **doc.get("load_options", {}))
-    for name, value in doc["settings"].items():
-        try:
-            fresh.settings.set(name, value)
-        except OptionError as e:
-            raise InputFileError(f"{path}: {e}") from None
-    fresh.history = list(doc.get("history", []))
     try:
-        _restore_tables(fresh, doc, base, path)
+        fresh = _build(doc, os.path.dirname(os.path.abspath(path)), path, session.progress)
     except TpuError as e:
         raise InputFileError(f"{path}: {e}") from None
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputFileError(f"{path}: a table of the workspace is damaged ({type(e).__name__}: "
-                             f"{e}); save it again from a session") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputFileError(f"{path}: the workspace is damaged ({type(e).__name__}: {e}); "
+                             f"save it again from a session") from None
     session.__dict__.clear()
     session.__dict__.update(fresh.__dict__)
     return session
 
 
-def _restore_tables(fresh: Session, doc: dict[str, Any], base: str, path: str) -> None:
-    """Sample data, calibration table (checked against the model), qtable (checked against the
-    model and chip), edit history and loss table of `doc`, into the new session."""
+def _build(doc: dict[str, Any], base: str, path: str, progress) -> Session:
+    """A new session with the model, settings, sample data, tables, edits and journal of `doc`;
+    the tables are checked against the model and chip."""
     from .calibrate import check_table
     from .lowering import resolve_modes
+    fresh = Session(progress=progress)
+    model = _resolve(doc["model"], base, path, "model")
+    model_data = _resolve(doc.get("model_data"), base, path, "model data")
+    fresh.load(model, model_data=model_data, **doc.get("load_options", {}))
+    for name, value in doc["settings"].items():
+        fresh.settings.set(name, value)
+    fresh.history = [str(line) for line in doc.get("history", [])]
     dataset = _resolve_folder(doc.get("dataset"), base, path)
     data_list = _resolve(doc.get("data_list"), base, path, "data list")
     if dataset or data_list:
@@ -207,6 +207,8 @@ def _restore_tables(fresh: Session, doc: dict[str, Any], base: str, path: str) -
     if fresh.calibration is not None:
         check_table(fresh.model, fresh.calibration)
     fresh.qtable = QTable(dict(doc.get("qtable", {})))
-    resolve_modes(fresh.model, fresh.settings.chip, "INT8", fresh.qtable)
     fresh.edits = _edits(doc.get("edits", {}))
+    for q in [fresh.qtable] + [q for e in fresh.edits.done + fresh.edits.undone for q in (e.before, e.after)]:
+        resolve_modes(fresh.model, fresh.settings.chip, "INT8", q)
     fresh.loss_table = _loss(doc.get("loss_table"))
+    return fresh

@@ -107,9 +107,11 @@ def test_statistics_do_not_depend_on_sample_order_or_batching(cnn):
         assert np.array_equal(sa.hist, sb.hist)
 
 
-def test_memory_does_not_grow_with_the_number_of_samples(cnn, monkeypatch):
-    # one worker: with two, the peak depends on how many batches happen to overlap
-    monkeypatch.setattr(cal, "THREADS", 1)
+@pytest.mark.parametrize("workers, slack", [(1, 1.3), (2, 2.5)])
+def test_memory_does_not_grow_with_the_number_of_samples(cnn, monkeypatch, workers, slack):
+    # with two workers the peak depends on how many batches happen to overlap: a looser bound,
+    # still far below the 10x of keeping every sample
+    monkeypatch.setattr(cal, "THREADS", workers)
 
     def peak(n):
         xs = samples(n)
@@ -121,7 +123,7 @@ def test_memory_does_not_grow_with_the_number_of_samples(cnn, monkeypatch):
         tracemalloc.stop()
         return size
     peak(2)
-    assert peak(60) < 1.3 * peak(6)
+    assert peak(60) < slack * peak(6)
 
 
 @pytest.mark.filterwarnings("ignore::tpushell.core.errors.TpuWarning")

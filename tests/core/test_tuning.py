@@ -75,6 +75,8 @@ def test_walk_tunes_unvisited_producers_and_retunes_the_first_when_all_are_done(
     feeds = {"x": heavy_tailed(2)}
     tuning.tune_table(branchy, kld_table(branchy, feeds), feeds)
     # the evaluations run on worker threads, in any order, candidates split over the workers
+    parts = min(tuning.THREADS, 21)
+    assert all(events.count(e) == parts for e in events)
     assert sorted(set(events)) == [("a_Relu", "x"), ("c1_Conv", "a_Relu"), ("c2_Conv", "a_Relu"),
                               ("y_Add", "c1_Conv"), ("y_Add", "c2_Conv")]
 
@@ -179,8 +181,10 @@ def selecting(tmp_path):
     return import_onnx(path)
 
 
-def test_ops_that_select_values_give_the_same_distances_without_running(selecting, monkeypatch):
+@pytest.mark.parametrize("chunk", [tuning.CHUNK_BYTES, 1])      # all samples at once; one by one
+def test_ops_that_select_values_give_the_same_distances_without_running(selecting, monkeypatch, chunk):
     """Quantizing E's output instead of running E on quantized inputs is exact, not close."""
+    monkeypatch.setattr(tuning, "CHUNK_BYTES", chunk)
     feeds = {"x": heavy_tailed(3, seed=2)}
     seen: dict[str, dict] = {"short": {}, "full": {}}
     distances = tuning._Tuner.distances
@@ -191,9 +195,15 @@ def test_ops_that_select_values_give_the_same_distances_without_running(selectin
             into[node.name, float(candidates[0])] = (candidates.copy(), d.copy())
             return d
         return wrapped
+    shortcut = tuning._Tuner._selected_distances
+    skipped: list[str] = []
+    monkeypatch.setattr(tuning._Tuner, "_selected_distances", lambda self, ref, candidates:
+                        skipped.append(ref.shape) or shortcut(self, ref, candidates))
     monkeypatch.setattr(tuning._Tuner, "distances", record(seen["short"]))
     short = kld_table(selecting, feeds)
     tuning.tune_table(selecting, short, feeds)
+    # every E but the Conv took the shortcut (for each part of its candidates)
+    assert len(skipped) == 5 * min(tuning.THREADS, 21)
     monkeypatch.setattr(tuning, "SELECTING_OPS", set())
     monkeypatch.setattr(tuning._Tuner, "distances", record(seen["full"]))
     full = kld_table(selecting, feeds)
@@ -205,3 +215,27 @@ def test_ops_that_select_values_give_the_same_distances_without_running(selectin
         assert np.array_equal(candidates, seen["full"][name][0]), name
         assert np.array_equal(d, seen["full"][name][1]), name
     assert {n: r.threshold for n, r in short.rows.items()} == {n: r.threshold for n, r in full.rows.items()}
+
+
+def test_a_concat_with_a_constant_or_a_crop_and_resize_runs_the_op(tmp_path):
+    """Values the quantization does not reach (a constant input, a crop's fill value) rule the
+    shortcut out."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    const = numpy_helper.from_array(np.full((1, 1, 4, 4), 1.5, np.float32), "k")
+    roi = numpy_helper.from_array(np.array([0, 0, .1, .1, 1, 1, .9, .9], np.float32), "roi")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Concat", ["a", "k"], ["c"], axis=1),
+             helper.make_node("Resize", ["a", "roi", "scales"], ["r"], mode="nearest",
+                              coordinate_transformation_mode="tf_crop_and_resize",
+                              extrapolation_value=1.5),
+             helper.make_node("Resize", ["a", "", "scales"], ["n"], mode="nearest")]
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
+                                                for t in ("c", "r", "n")], [const, roi, scales])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "g.onnx")
+    g = import_onnx(tmp_path / "g.onnx")
+    quantized = {"a_Relu"}
+    by_name = {n.name: n for n in g.nodes}
+    assert not tuning._selects_values(g, by_name["c_Concat"], quantized)
+    assert not tuning._selects_values(g, by_name["r_Resize"], quantized)
+    assert tuning._selects_values(g, by_name["n_Resize"], quantized)

@@ -139,9 +139,40 @@ def test_a_damaged_table_is_one_error_naming_the_workspace(tiny):
         open_workspace(t, tiny.parent / "short.tpw")
     with pytest.raises(InputFileError, match=r"badq.tpw: .*conv99"):
         open_workspace(t, tiny.parent / "badq.tpw")
-    with pytest.raises(InputFileError, match=r"badloss.tpw: a table of the workspace is damaged"):
+    with pytest.raises(InputFileError, match=r"badloss.tpw: the workspace is damaged"):
         open_workspace(t, tiny.parent / "badloss.tpw")
+    damaged = {"edits": None, "settings": [], "model": "tiny.onnx", "load_options": {"colour": 1},
+               "history": 5}
+    for key, value in damaged.items():
+        doc = json.loads((tiny.parent / "w.tpw").read_text())
+        doc[key] = value
+        (tiny.parent / "d.tpw").write_text(json.dumps(doc))
+        with pytest.raises(InputFileError, match=r"^\S*d.tpw: the workspace is damaged \(\w+: .*\); save"):
+            open_workspace(t, tiny.parent / "d.tpw")
+    doc = json.loads((tiny.parent / "w.tpw").read_text())
+    doc["edits"]["done"][0]["after"] = {"y_Conv": "F17"}        # undo / redo would install it
+    (tiny.parent / "badedit.tpw").write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match=r"badedit.tpw: .*F17"):
+        open_workspace(t, tiny.parent / "badedit.tpw")
     assert t.graph is None
+
+
+def test_a_lost_sample_folder_warns_and_version_1_files_still_open(tiny):
+    s = Session()
+    s.load(tiny)
+    s.calibrate(_tiny_samples(tiny.parent))
+    save_workspace(s, tiny.parent / "w.tpw")
+    shutil.rmtree(tiny.parent / "samples")
+    t = Session()
+    with pytest.warns(TpuWarning, match=r"^\S*w.tpw: sample folder not found at .*samples .*`data FOLDER`"):
+        open_workspace(t, tiny.parent / "w.tpw")
+    assert t.dataset is None and len(t.calibration) == len(s.calibration)
+    doc = json.loads((tiny.parent / "w.tpw").read_text())
+    v1 = {k: doc[k] for k in ("format", "saved", "model", "model_data", "load_options", "settings",
+                              "history")} | {"version": 1}
+    (tiny.parent / "v1.tpw").write_text(json.dumps(v1))
+    open_workspace(t, tiny.parent / "v1.tpw")
+    assert t.calibration is None and not len(t.qtable) and t.model.op_names == s.model.op_names
 
 
 @pytest.mark.zoo
