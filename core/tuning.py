@@ -7,9 +7,10 @@ input of E is fake-quantized to signed int8 with a candidate threshold (kld + k*
 k = 0..20), E runs alone with per-channel fake-quantized weights, and the candidate whose output is
 closest to E's FP32 output (||ref-out||_2 / ||ref||_1, averaged over the samples) wins if it is a
 strict improvement. An E that only selects values (MaxPool, Concat, ...) does not run: its output
-for a candidate is the fake quantization of its FP32 output, bit for bit. A threshold is only ever raised. Graph outputs have no consumer, so they are
-never tuned. The FP32 reference tensors come from one forward over the tuning samples whose
-observer does the tuning, so only the interpreter's live tensors are held at any time.
+for a candidate is the fake quantization of its FP32 output, bit for bit. A threshold is only
+ever raised. Graph outputs have no consumer, so they are never tuned. The FP32 reference tensors
+come from one forward over the tuning samples whose observer does the tuning, so only the
+interpreter's live tensors are held at any time.
 """
 from __future__ import annotations
 
@@ -125,7 +126,8 @@ class _Tuner:
             if candidates is None:
                 continue          # the KLD threshold stays
             for part in np.array_split(candidates, min(self.parts, len(candidates))):
-                work.append(_Part(node.name, target, part, lambda part=part: self.distances(node, ins, ref, part)))
+                work.append(_Part(node.name, target, part,
+                                  lambda part=part: self.distances(node, ins, ref, part)))
         self.submit(work)
 
     def candidates(self, target: str) -> np.ndarray | None:
@@ -185,7 +187,6 @@ class _Tuner:
                 l2[c0:c0 + len(chosen), s0:s0 + count] = th.l2_distances(
                     sub, out.reshape((len(chosen), len(sub) // batch) + (-1,)))
         return th.mean_relative_distances(l2, th.l1_norms(ref, samples))
-
 
     def _selected_distances(self, ref: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """distances() for an E that only selects values: each candidate quantizes E's FP32

@@ -48,11 +48,16 @@ def _reference(path: str | None, base: str) -> dict[str, str] | None:
     return {"path": os.path.relpath(path, base), "abspath": path, "sha256": file_sha256(path)}
 
 
+def _candidates(ref: dict[str, str], base: str) -> list[str]:
+    """Where a referenced path may be now: relative to the workspace first, then absolute."""
+    return [os.path.normpath(os.path.join(base, ref["path"])), ref["abspath"]]
+
+
 def _resolve(ref: dict[str, str] | None, base: str, where: str, what: str) -> str | None:
     """The referenced file: relative to the workspace first, then the absolute path; warn if changed."""
     if ref is None:
         return None
-    candidates = [os.path.normpath(os.path.join(base, ref["path"])), ref["abspath"]]
+    candidates = _candidates(ref, base)
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
         raise InputFileError(f"{what} not found at {candidates[0]} nor at {candidates[1]}")
@@ -73,7 +78,7 @@ def _resolve_folder(ref: dict[str, str] | None, base: str, where: str) -> str | 
     everything else of the workspace is in the file, so it still opens."""
     if ref is None:
         return None
-    candidates = [os.path.normpath(os.path.join(base, ref["path"])), ref["abspath"]]
+    candidates = _candidates(ref, base)
     found = next((c for c in candidates if os.path.isdir(c)), None)
     if found is None:
         warnings.warn(TpuWarning(f"{where}: sample folder not found at {candidates[0]} nor at "

@@ -15,6 +15,16 @@ from tpushell.core.quantmath import fake_quant_weights
 from tpushell.core.tables import CalibrationTable, CalRow
 
 
+def imported(tmp_path, name, nodes, inits, outputs=("y",), shape=(1, 3, 6, 6)):
+    """The graph of `nodes` on input x of `shape`, saved as ONNX and imported."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in outputs],
+                              inits)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return import_onnx(path)
+
+
 @pytest.fixture
 def branchy(tmp_path):
     """x -> Relu a; a -> Conv c1 and Conv c2 (a has two consumers); Add(c1, c2) is the output."""
@@ -26,12 +36,7 @@ def branchy(tmp_path):
              helper.make_node("Conv", ["a", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["a", "w2"], ["c2"]),
              helper.make_node("Add", ["c1", "c2"], ["y"])]
-    graph = helper.make_graph(nodes, "branchy",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    path = tmp_path / "branchy.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    return import_onnx(path)
+    return imported(tmp_path, "branchy", nodes, inits)
 
 
 def heavy_tailed(n, seed=1):
@@ -173,12 +178,7 @@ def selecting(tmp_path):
              helper.make_node("Concat", ["c", "r"], ["k"], axis=1),
              helper.make_node("Transpose", ["k"], ["t"], perm=[0, 2, 3, 1]),
              helper.make_node("Relu", ["t"], ["y"])]
-    graph = helper.make_graph(nodes, "selecting",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    path = tmp_path / "selecting.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    return import_onnx(path)
+    return imported(tmp_path, "selecting", nodes, inits)
 
 
 @pytest.mark.parametrize("chunk", [tuning.CHUNK_BYTES, 1])      # all samples at once; one by one
@@ -220,7 +220,6 @@ def test_ops_that_select_values_give_the_same_distances_without_running(selectin
 def test_a_concat_with_a_constant_or_a_crop_and_resize_runs_the_op(tmp_path):
     """Values the quantization does not reach (a constant input, a crop's fill value) rule the
     shortcut out."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
     const = numpy_helper.from_array(np.full((1, 1, 4, 4), 1.5, np.float32), "k")
     roi = numpy_helper.from_array(np.array([0, 0, .1, .1, 1, 1, .9, .9], np.float32), "roi")
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
@@ -230,10 +229,7 @@ def test_a_concat_with_a_constant_or_a_crop_and_resize_runs_the_op(tmp_path):
                               coordinate_transformation_mode="tf_crop_and_resize",
                               extrapolation_value=1.5),
              helper.make_node("Resize", ["a", "", "scales"], ["n"], mode="nearest")]
-    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
-                                                for t in ("c", "r", "n")], [const, roi, scales])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "g.onnx")
-    g = import_onnx(tmp_path / "g.onnx")
+    g = imported(tmp_path, "g", nodes, [const, roi, scales], outputs=("c", "r", "n"), shape=[1, 2, 4, 4])
     quantized = {"a_Relu"}
     by_name = {n.name: n for n in g.nodes}
     assert not tuning._selects_values(g, by_name["c_Concat"], quantized)
