@@ -6,7 +6,7 @@
 Prints, per batch size, the median time of each side (runs interleaved, so machine load hits
 both alike) and the best run of each side (the closest to an idle machine), with their ratios;
 the peak RSS of one batch-1 forward in a fresh process (target <= 300 MB); with --profile, where
-our time goes, op by op. --single-thread times both sides on one thread in CPU time, which
+our time goes, step by step. --single-thread times both sides on one thread in CPU time, which
 other processes on the machine do not blur. Issue 2's target: <= 2.0x onnxruntime at batch 1.
 """
 from __future__ import annotations
@@ -113,26 +113,28 @@ def peak_rss(shared: Path) -> tuple[int, int]:
 
 
 def profile(graph, x1: np.ndarray, batch: int, runs: int) -> None:
-    """Median time per op over `runs` forwards (time between consecutive observer calls)."""
-    from tpushell.core.interpreter import run
+    """Median time per step over `runs` forwards, steps as `run` executes them (a Conv with the
+    LeakyRelu and MaxPool it absorbs is one step)."""
+    from tpushell.core.interpreter import schedule
     x = np.ascontiguousarray(np.repeat(x1, batch, axis=0))
-    per_op: dict[str, list[float]] = {n.name: [] for n in graph.nodes}
+    steps = schedule(graph, list(graph.outputs), frozenset(graph.outputs), fuse=True)
+    per_step: list[list[float]] = [[] for _ in steps]
     for _ in range(runs + 1):
-        last = [time.perf_counter()]
-
-        def obs(node, ins, outs):
-            now = time.perf_counter()
-            per_op[node.name].append((now - last[0]) * 1e3)
-            last[0] = now
-
-        run(graph, {"input_1": x}, observers=[obs])
-    medians = {k: statistics.median(v[1:]) for k, v in per_op.items()}
-    total = sum(medians.values())
-    print(f"\nper-op profile, batch {batch} (median of {runs}; sum {total:.1f} ms)")
-    for node in graph.nodes:
+        env = {"input_1": x}
+        for step, times in zip(steps, per_step):
+            ins = [env[t] if t in env else graph.weights[t] if t else None for t in step.node.inputs]
+            start = time.perf_counter()
+            env[step.node.outputs[0]] = step.fn(*ins, **step.attrs)
+            times.append((time.perf_counter() - start) * 1e3)
+    medians = [statistics.median(t[1:]) for t in per_step]
+    total = sum(medians)
+    print(f"\nper-step profile, batch {batch} (median of {runs}; sum {total:.1f} ms)")
+    for step, ms in zip(steps, medians):
+        node = step.node
+        kind = "+".join([node.op_type] + [op for op, key in (("LeakyRelu", "_leaky"), ("MaxPool", "_pool"))
+                                          if key in node.attrs])
         shape = "x".join(str(d) for d in (batch,) + tuple(graph.shapes.get(node.outputs[0], (0,))[1:]))
-        print(f"  {node.name:32} {node.op_type:10} {shape:>14} {medians[node.name]:8.2f} ms"
-              f" {100 * medians[node.name] / total:5.1f}%")
+        print(f"  {node.name:28} {kind:22} {shape:>14} {ms:8.2f} ms {100 * ms / total:5.1f}%")
 
 
 def main() -> None:
@@ -140,7 +142,7 @@ def main() -> None:
     p.add_argument("--zoo", help="path of the shared folder (holding zoo/ and golden/)")
     p.add_argument("--runs", type=int, default=7, help="timed runs per side and batch (>= 5)")
     p.add_argument("--batches", default="1,10", help="comma-separated batch sizes")
-    p.add_argument("--profile", action="store_true", help="print the per-op profile too")
+    p.add_argument("--profile", action="store_true", help="print the per-step profile too")
     p.add_argument("--single-thread", action="store_true",
                    help="both sides on one thread, timed in CPU time: the comparison that machine "
                         "load does not blur")

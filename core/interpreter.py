@@ -33,13 +33,20 @@ class Step:
     free: tuple[str, ...]     # tensors whose last use is this step
 
 
-def schedule(graph: Graph, wanted: Sequence[str], keep: frozenset[str]) -> list[Step]:
-    """The steps that compute `wanted`, with the tensors each step may free afterwards."""
-    key = ("schedule", tuple(wanted), keep)
+def schedule(graph: Graph, wanted: Sequence[str], keep: frozenset[str],
+             fuse: bool = False) -> list[Step]:
+    """The steps that compute `wanted`, with the tensors each step may free afterwards.
+
+    With `fuse` (nobody observes the ops), a Conv runs as one step with the LeakyRelu and MaxPool
+    after it when their intermediate tensors are not kept.
+    """
+    key = ("schedule", tuple(wanted), keep, fuse)
     cache = graph.cache()
     if key in cache:
         return cache[key]
     nodes = graph.upstream(wanted)
+    if fuse:
+        nodes = _fuse_conv_chains(graph, nodes, keep)
     opset = int(graph.meta.get("opset", DEFAULT_OPSET))
     last_use: dict[str, int] = {}
     for i, node in enumerate(nodes):
@@ -55,6 +62,57 @@ def schedule(graph: Graph, wanted: Sequence[str], keep: frozenset[str]) -> list[
     steps = [Step(n, lookup(n.op_type, opset), n.attrs, tuple(f)) for n, f in zip(nodes, frees)]
     cache[key] = steps
     return steps
+
+
+def _fuse_conv_chains(graph: Graph, nodes: list[Node], keep: frozenset[str]) -> list[Node]:
+    """Conv [+ LeakyRelu] [+ MaxPool] as one Conv node, when nothing else reads the tensors in
+    between: the activation and the pooling run on each block of the convolution while it is in
+    cache, and the full-size tensors are never written (about 10% of yolov3-tiny). Same bits."""
+    fused: list[Node] = []
+    absorbed: set[str] = set()
+    for node in nodes:
+        if node.name in absorbed:
+            continue
+        if node.op_type == "Conv":
+            attrs, outputs = dict(node.attrs), node.outputs
+            leaky = _sole_reader(graph, outputs, keep, "LeakyRelu")
+            if leaky is not None and not attrs.get("_relu") and 0 <= leaky.attrs.get("alpha", 0.01) <= 1:
+                absorbed.add(leaky.name)
+                attrs["_leaky"], outputs = leaky.attrs.get("alpha", 0.01), leaky.outputs
+            pool = _sole_reader(graph, outputs, keep, "MaxPool")
+            tiles = _tiling_pool(graph, pool, outputs[0]) if pool is not None else None
+            if tiles is not None:
+                absorbed.add(pool.name)
+                attrs["_pool"], outputs = tiles, pool.outputs
+            if outputs is not node.outputs:
+                node = Node(node.name, "Conv", node.inputs, list(outputs), attrs)
+        fused.append(node)
+    return fused
+
+
+def _sole_reader(graph: Graph, outputs: list[str], keep: frozenset[str], op_type: str) -> Node | None:
+    """The only reader of a single-output node's tensor if it is `op_type` and nobody else needs
+    the tensor."""
+    if len(outputs) != 1 or outputs[0] in keep or outputs[0] in graph.outputs:
+        return None
+    readers = graph.consumers(outputs[0])
+    if len(readers) == 1 and readers[0].op_type == op_type:
+        return readers[0]
+    return None
+
+
+def _tiling_pool(graph: Graph, pool: Node, source: str) -> tuple[int, int] | None:
+    """(kh, kw) of a 2-D MaxPool whose windows tile its input exactly, else None."""
+    a = pool.attrs
+    kernel = list(a.get("kernel_shape", []))
+    shape = graph.shapes.get(source)
+    if (len(kernel) != 2 or list(a.get("strides") or [1, 1]) != kernel
+            or any(a.get("pads") or []) or a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
+            or any(d != 1 for d in a.get("dilations") or [])
+            or len([o for o in pool.outputs if o]) != 1 or a.get("_num_outputs", 1) > 1
+            or shape is None or len(shape) != 4 or shape[2] % kernel[0] or shape[3] % kernel[1]):
+        return None
+    return kernel[0], kernel[1]
 
 
 def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
@@ -89,7 +147,7 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], outputs: Iterable[str] | 
     keep = frozenset(wanted)
     env: dict[str, np.ndarray] = {name: np.asarray(v) for name, v in feeds.items()}
     weights = graph.weights
-    for step in schedule(graph, wanted, keep):
+    for step in schedule(graph, wanted, keep, fuse=not observers and not overrides):
         node = step.node
         ins = [env[t] if t in env else weights[t] if t else None for t in node.inputs]
         fn = overrides.get(node.name, step.fn) if overrides else step.fn

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -65,10 +66,14 @@ def out_size(size, k, s, d, pb, pe, ceil_mode=False):
     return span // s + 1
 
 
-def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.0, relu=False):
+def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.0, relu=False,
+            leaky=None, pool=None):
     """Grouped N-d convolution (N, C, *in) -> (N, M, *out) as im2col + BLAS, in blocks.
 
     Works in any float dtype (the INT8 simulator runs it on codes in float32/float64, exactly).
+    `relu`, or `leaky` (a LeakyRelu slope in [0, 1]), is applied to each block while in cache;
+    so is `pool` (kh, kw), a MaxPool whose windows tile the output (kernel = stride, no padding),
+    and the result is then the pooled tensor.
     """
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -76,111 +81,213 @@ def conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value=0.
     xp = pad_spatial(x, begin, end, pad_value)
     out_sp = [out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], begin[i], end[i])
               for i in range(nd)]
-    dtype = np.result_type(x.dtype, w.dtype)
-    y = np.empty((n, m, int(np.prod(out_sp))), dtype=dtype)
-    if y.size == 0:
-        return y.reshape((n, m) + tuple(out_sp))
-    bias = None if b is None else b.astype(dtype, copy=False).reshape(m, 1)
+    tiles = None if pool is None else tuple(pool)
     cg, mg = c // group, m // group
-    if group == c and cg == 1 and mg == 1 and group > 1:
+    depthwise = group == c and cg == 1 and mg == 1 and group > 1
+    if tiles and (depthwise or nd != 2 or any(o % t for o, t in zip(out_sp, tiles))):
+        y = conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, pad_value, relu, leaky)
+        return _max_tiles(y, tiles)
+    dtype = np.result_type(x.dtype, w.dtype)
+    shape = (n, m) + (tuple(o // t for o, t in zip(out_sp, tiles)) if tiles else tuple(out_sp))
+    y = np.empty(shape if tiles else (n, m, int(np.prod(out_sp))), dtype=dtype)
+    if y.size == 0:
+        return y.reshape(shape)
+    bias = None if b is None else b.astype(dtype, copy=False).reshape(m, 1)
+    act = Activation(relu, None if leaky is None else np.asarray(leaky, dtype))
+    if depthwise:
         step = max(1, DEPTHWISE_BLOCK_BYTES // (n * y.shape[2] * y.itemsize))
         parallel(partial(_depthwise, xp[:, c0:c0 + step], w[c0:c0 + step], None if bias is None else
-                         bias[c0:c0 + step], relu, kernel, strides, dilations, out_sp, y[:, c0:c0 + step])
+                         bias[c0:c0 + step], act, kernel, strides, dilations, out_sp, y[:, c0:c0 + step])
                  for c0 in range(0, c, step))
     else:
         view = windows(xp, kernel, strides, dilations, out_sp)
         for g in range(group):
             gm, gc = slice(g * mg, (g + 1) * mg), slice(g * cg, (g + 1) * cg)
             _gemm_blocks(view[:, gc], w[gm].reshape(mg, -1).astype(dtype, copy=False),
-                         None if bias is None else bias[gm], y[:, gm], relu)
-    return y.reshape((n, m) + tuple(out_sp))
+                         None if bias is None else bias[gm], y[:, gm], act, tiles)
+    return y.reshape(shape)
 
 
-# Output columns per block: the im2col block (K x cols) stays in cache between being written and
-# being read by the GEMM, which is still large enough to run BLAS at full speed. Deep layers
-# (large K) take fewer columns, so that one block never exceeds IM2COL_BYTES. With enough
-# columns there are >= 4 blocks per thread (threads taking the next block stay balanced);
-# with fewer, the threads share out the output channels of each block instead.
-BLOCK_COLS = 4096
+# Output columns per block. A block is a handful of numpy calls (im2col, GEMM, bias, activation,
+# pooling) and the Python between them holds the GIL: with small blocks the threads queue for it
+# (4096 columns made yolov3-tiny 5% slower at batch 1 and 10 than 16384, measured; cache
+# locality mattered less). Deep layers (large K) take fewer columns, so that one im2col block
+# never exceeds IM2COL_BYTES. With enough columns there are >= 4 blocks per thread (threads
+# taking the next block stay balanced); with fewer, the threads share out the output channels
+# of each block instead.
+BLOCK_COLS = 16384
 MIN_COLS = 512
 IM2COL_BYTES = 16 << 20
 
 
-def _gemm_blocks(view, w2, bias, y, relu):
-    """y[s] = w2 @ im2col(view[s]) (+ bias, relu), block by block, on every thread.
+def _gemm_blocks(view, w2, bias, y, act, tiles=None):
+    """y[s] = act(w2 @ im2col(view[s]) + bias), block by block, on every thread.
 
-    view is (N, C, *kernel, *out) and y is (N, M, L).
+    view is (N, C, *kernel, *out); y is (N, M, L), or (N, M, *out / tiles) when max-pooling.
     """
     m, k = w2.shape
+    nd = (view.ndim - 2) // 2
     widest = max(1, min(BLOCK_COLS, IM2COL_BYTES // (k * y.itemsize)))
-    total = y.shape[0] * y.shape[2]
+    total = view.shape[0] * int(np.prod(view.shape[2 + nd:]))
     if total >= 2 * THREADS * MIN_COLS and THREADS > 1:
         width = min(widest, max(MIN_COLS, total // (4 * THREADS)))
-        parallel(partial(_block_job, w2, bias, relu, *b) for b in _blocks(view, y, width))
+        parallel(partial(_block_job, w2, bias, act, *b) for b in _blocks(view, y, width, tiles))
         return
     step = -(-m // THREADS)
-    for gather, target, scatter in _blocks(view, y, widest):
-        cols = gather()
-        parallel(partial(_block_job, w2, bias, relu, lambda c=cols: c, target, scatter, slice(m0, m0 + step))
+    for gather, target, scatter in _blocks(view, y, widest, tiles):
+        cols = gather(THREADS)
+        parallel(partial(_block_job, w2, bias, act, lambda c=cols: c, target, scatter, slice(m0, m0 + step))
                  for m0 in range(0, m, step))
 
 
-def _block_job(w2, bias, relu, gather, target, scatter, rows=slice(None)):
+def _block_job(w2, bias, act, gather, target, scatter, rows=slice(None)):
     """GEMM of one block (or of some of its output channels), straight into y where y allows."""
     dst = target(rows)
     out = np.matmul(w2[rows], gather(), out=dst)
-    _finish(out, None if bias is None else bias[rows], relu)
+    bias = None if bias is None else bias[rows]
     if dst is None:
-        scatter(rows, out)
+        scatter(rows, out, bias, act)
+    else:
+        _finish(out, bias, act)
 
 
-def _blocks(view, y, width):
+def _no_target(rows):
+    return None
+
+
+def _blocks(view, y, width, tiles=None):
     """(gather, target, scatter) for each block of at most `width` output columns.
 
-    gather() copies the block's im2col columns (K, cols). target(rows) is the part of y the GEMM
-    writes for those output channels, or None for a block of several samples: its GEMM gives
-    (M, samples, L), which scatter(rows, out) puts into y's (samples, M, L).
+    gather() gives the block's im2col columns (K, cols). target(rows) is the part of y the GEMM
+    writes for those output channels, or None when the GEMM result needs reshaping first: for a
+    block of several samples its GEMM gives (M, samples, L), which scatter(rows, out, bias, act)
+    puts into y's (samples, M, L); with `tiles` scatter max-pools the block into y.
     """
     n = view.shape[0]
     nd = (view.ndim - 2) // 2
     k = int(np.prod(view.shape[1:2 + nd]))
     out_sp = view.shape[2 + nd:]
-    length = y.shape[2]
+    length = int(np.prod(out_sp))
+    step0 = tiles[0] if tiles else 1                 # bands of whole pooling windows
     blocks = []
     if length >= width or n == 1:
         row = length // out_sp[0]                    # columns per index of the first out axis
-        rows = max(1, width // row)
+        rows = max(step0, width // row // step0 * step0)
         for s in range(n):
             for r0 in range(0, out_sp[0], rows):
                 r1 = min(out_sp[0], r0 + rows)
                 part = view[s][(slice(None),) * (1 + nd) + (slice(r0, r1),)]
-                dst = y[s, :, r0 * row:r1 * row]
-                blocks.append((partial(_gather, part, k), dst.__getitem__, None))
+                if tiles:
+                    dst = y[s, :, r0 // step0:r1 // step0]
+                    blocks.append((partial(_gather, part, k), _no_target,
+                                   partial(_pool_band, dst, tiles)))
+                else:
+                    dst = y[s, :, r0 * row:r1 * row]
+                    blocks.append((partial(_gather, part, k), dst.__getitem__, None))
         return blocks
     per = min(n, width // length)
     for s0 in range(0, n, per):
         dst = y[s0:s0 + per]
         part = np.moveaxis(view[s0:s0 + per], 0, 1 + nd)      # (C, *kernel, samples, *out)
-        blocks.append((partial(_gather, part, k), lambda rows: None, partial(_scatter, dst)))
+        scatter = partial(_pool_samples, dst, tiles, out_sp) if tiles else partial(_scatter, dst)
+        blocks.append((partial(_gather, part, k), _no_target, scatter))
     return blocks
 
 
-def _gather(part, k):
+def _gather(part, k, threads=1):
+    """The block's im2col matrix (K, cols): a view when no copy is needed (1x1 stride-1
+    convolutions), else a copy, shared out over `threads` by input channel."""
+    flat = _as_matrix(part, k)
+    if flat is not None:
+        return flat
     cols = np.empty(part.shape, part.dtype)
-    cols[...] = part
+    c = part.shape[0]
+    step = -(-c // threads)
+    parallel(partial(np.copyto, cols[c0:c0 + step], part[c0:c0 + step]) for c0 in range(0, c, step))
     return cols.reshape(k, -1)
 
 
-def _scatter(dst, rows, out):
+def _as_matrix(part, k):
+    """part (C, *rest) as a (K, cols) view that BLAS reads directly, or None.
+
+    Possible when K == C (1x1 kernels) and each channel's block is contiguous: BLAS then steps
+    from channel to channel by the plane stride.
+    """
+    if part.shape[0] != k or part.size == 0:
+        return None
+    expected = part.itemsize
+    for size, stride in zip(reversed(part.shape[1:]), reversed(part.strides[1:])):
+        if size != 1 and stride != expected:
+            return None
+        expected *= size
+    return as_strided(part, shape=(k, part.size // k), strides=(part.strides[0], part.itemsize),
+                      writeable=False)
+
+
+def _scatter(dst, rows, out, bias, act):
+    _finish(out, bias, act)
     dst[:, rows] = out.reshape(out.shape[0], dst.shape[0], -1).transpose(1, 0, 2)
 
 
-def _finish(y, bias, relu):
-    """Bias and fused Relu in place, while the block is still in cache."""
+# Pooling goes first, bias and activation after on the 4x smaller result: max commutes with
+# adding a per-channel constant and with (Leaky)Relu, all monotonic, so no bit changes.
+def _pool_band(dst, tiles, rows, out, bias, act):
+    """Max-pool one sample's GEMM block (M, band rows * width) into dst (M, band/kh, width/kw)."""
+    pooled = _max_tiles(out.reshape(out.shape[0], -1, dst.shape[-1] * tiles[1]), tiles, dst[rows])
+    _finish(pooled, None if bias is None else bias.reshape(-1, 1, 1), act)
+
+
+def _pool_samples(dst, tiles, out_sp, rows, out, bias, act):
+    """Max-pool a GEMM block of several samples (M, samples * L) into dst (samples, M, ...)."""
+    pooled = _max_tiles(out.reshape((out.shape[0], dst.shape[0]) + tuple(out_sp)), tiles)
+    _finish(pooled, None if bias is None else bias.reshape(-1, 1, 1, 1), act)
+    dst[:, rows] = pooled.swapaxes(0, 1)
+
+
+def _max_tiles(y, tiles, out=None):
+    """Max over non-overlapping (kh, kw) windows of the last two axes (a partial window at the
+    end is dropped), into `out` if given. Few calls: blocks are pooled on threads holding the GIL
+    between calls."""
+    kh, kw = tiles
+    y = y[..., :y.shape[-2] // kh * kh, :y.shape[-1] // kw * kw]
+    rows = _max_strided(y, kh, -2)
+    return _max_strided(rows, kw, -1, out)
+
+
+def _max_strided(y, k, axis, out=None):
+    """Max of the k interleaved slices y[..., j::k] along `axis` (k = 1: a copy)."""
+    def part(j):
+        index = [slice(None)] * y.ndim
+        index[axis] = slice(j, None, k)
+        return y[tuple(index)]
+    if k == 1:
+        if out is None:
+            return part(0).copy()
+        out[...] = part(0)
+        return out
+    out = np.maximum(part(0), part(1), out=out)
+    for j in range(2, k):
+        np.maximum(out, part(j), out=out)
+    return out
+
+
+class Activation(NamedTuple):
+    """What a convolution applies to its blocks after the bias: Relu, or LeakyRelu's slope."""
+    relu: bool = False
+    leaky: np.ndarray | None = None
+
+
+def _finish(y, bias, act):
+    """Bias and fused activation in place, while the block is still in cache.
+
+    LeakyRelu as max(y, a*y), the same arithmetic as the LeakyRelu op, so fusing changes no bit.
+    """
     if bias is not None:
         y += bias
-    if relu:
+    if act.relu:
         np.maximum(y, 0, out=y)
+    elif act.leaky is not None:
+        np.maximum(y, np.multiply(y, act.leaky), out=y)
     return y
 
 
@@ -188,7 +295,7 @@ def _finish(y, bias, relu):
 DEPTHWISE_BLOCK_BYTES = 1 << 20
 
 
-def _depthwise(xp, w, bias, relu, kernel, strides, dilations, out_sp, y):
+def _depthwise(xp, w, bias, act, kernel, strides, dilations, out_sp, y):
     """One block of channels of a depthwise convolution: a weighted sum of shifted views."""
     view = windows(xp, kernel, strides, dilations, out_sp)
     n, c = xp.shape[:2]
@@ -201,15 +308,18 @@ def _depthwise(xp, w, bias, relu, kernel, strides, dilations, out_sp, y):
                     out=acc if idx == 0 else tap)
         if idx:
             acc += tap
-    _finish(y, bias, relu)
+    _finish(y, bias, act)
 
 
 @op("Conv")
 def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
-         pads=None, strides=None, _relu=0):
+         pads=None, strides=None, _relu=0, _leaky=None, _pool=None):
+    """`_leaky` and `_pool` are set only by the interpreter, on a Conv it runs together with the
+    LeakyRelu and the tiling MaxPool after it."""
     kernel, strides, dilations, begin, end = _spatial_attrs(
         x, w.shape[2:], kernel_shape, strides, dilations, pads, auto_pad)
-    return conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, relu=bool(_relu))
+    return conv_nd(x, w, b, kernel, strides, dilations, begin, end, group, relu=bool(_relu),
+                   leaky=_leaky, pool=_pool)
 
 
 @op("ConvTranspose")
