@@ -200,7 +200,7 @@ class Graph:
             for t in node.inputs:
                 if t not in seen:
                     raise ModelError(f"op '{node.name}' reads '{t}', which is not defined before it")
-            for t in node.outputs:
+            for t in filter(None, node.outputs):         # "" marks an optional output left out
                 if t in seen:
                     raise ModelError(f"tensor '{t}' is produced twice (second time by '{node.name}')")
                 seen.add(t)

@@ -127,14 +127,23 @@ def _gemm_blocks(view, w2, bias, y, act, tiles=None):
     """
     m, k = w2.shape
     nd = (view.ndim - 2) // 2
+    out_sp = view.shape[2 + nd:]
     widest = max(1, min(BLOCK_COLS, IM2COL_BYTES // (k * y.itemsize)))
-    total = view.shape[0] * int(np.prod(view.shape[2 + nd:]))
-    if total >= 2 * THREADS * MIN_COLS and THREADS > 1:
-        width = min(widest, max(MIN_COLS, total // (4 * THREADS)))
+    total = view.shape[0] * int(np.prod(out_sp))
+    by_blocks = total >= 2 * THREADS * MIN_COLS and THREADS > 1
+    width = min(widest, max(MIN_COLS, total // (4 * THREADS))) if by_blocks else widest
+    if tiles and not _blocks_tile(view, width, tiles[0]):
+        # Pooling per block would need other blocks than a plain convolution uses, and BLAS
+        # rounds a column differently in a block of another width: convolve, then pool.
+        full = np.empty(view.shape[:1] + (m,) + out_sp, y.dtype)
+        _gemm_blocks(view, w2, bias, full.reshape(full.shape[0], m, -1), act)
+        _max_tiles(full, tiles, y)
+        return
+    if by_blocks:
         parallel(partial(_block_job, w2, bias, act, *b) for b in _blocks(view, y, width, tiles))
         return
     step = -(-m // THREADS)
-    for gather, target, scatter in _blocks(view, y, widest, tiles):
+    for gather, target, scatter in _blocks(view, y, width, tiles):
         cols = gather(THREADS)
         parallel(partial(_block_job, w2, bias, act, lambda c=cols: c, target, scatter, slice(m0, m0 + step))
                  for m0 in range(0, m, step))
@@ -168,11 +177,11 @@ def _blocks(view, y, width, tiles=None):
     k = int(np.prod(view.shape[1:2 + nd]))
     out_sp = view.shape[2 + nd:]
     length = int(np.prod(out_sp))
-    step0 = tiles[0] if tiles else 1                 # bands of whole pooling windows
+    step0 = tiles[0] if tiles else 1
     blocks = []
-    if length >= width or n == 1:
+    if _in_bands(n, length, width):
+        rows = _band_rows(length // out_sp[0], width)
         row = length // out_sp[0]                    # columns per index of the first out axis
-        rows = max(step0, width // row // step0 * step0)
         for s in range(n):
             for r0 in range(0, out_sp[0], rows):
                 r1 = min(out_sp[0], r0 + rows)
@@ -194,6 +203,28 @@ def _blocks(view, y, width, tiles=None):
     return blocks
 
 
+def _in_bands(n, length, width):
+    """Whether blocks are bands of rows of one sample (else groups of whole samples)."""
+    return length >= width or n == 1
+
+
+def _band_rows(row, width):
+    """Rows of the first output axis per band block: an even number when more than one, the
+    same whether or not a 2x2 MaxPool follows (so that fusing it changes no column's block)."""
+    rows = max(1, width // row)
+    return rows if rows < 2 else rows // 2 * 2
+
+
+def _blocks_tile(view, width, kh):
+    """Whether the blocks of `_blocks` hold whole pooling windows of height kh."""
+    nd = (view.ndim - 2) // 2
+    out_sp = view.shape[2 + nd:]
+    length = int(np.prod(out_sp))
+    if not _in_bands(view.shape[0], length, width):
+        return True
+    return _band_rows(length // out_sp[0], width) % kh == 0
+
+
 def _gather(part, k, threads=1):
     """The block's im2col matrix (K, cols): a view when no copy is needed (1x1 stride-1
     convolutions), else a copy, shared out over `threads` by input channel."""
@@ -213,8 +244,8 @@ def _as_matrix(part, k):
     Possible when K == C (1x1 kernels) and each channel's block is contiguous: BLAS then steps
     from channel to channel by the plane stride.
     """
-    if part.shape[0] != k or part.size == 0:
-        return None
+    if part.shape[0] != k or part.size == 0 or part.strides[0] < part.size // k * part.itemsize:
+        return None                  # BLAS needs rows that do not overlap
     expected = part.itemsize
     for size, stride in zip(reversed(part.shape[1:]), reversed(part.strides[1:])):
         if size != 1 and stride != expected:
@@ -230,7 +261,8 @@ def _scatter(dst, rows, out, bias, act):
 
 
 # Pooling goes first, bias and activation after on the 4x smaller result: max commutes with
-# adding a per-channel constant and with (Leaky)Relu, all monotonic, so no bit changes.
+# adding a per-channel constant and with Relu and LeakyRelu of a positive slope (all monotonic
+# under IEEE rounding), so every value is the same; only the sign of a zero may differ.
 def _pool_band(dst, tiles, rows, out, bias, act):
     """Max-pool one sample's GEMM block (M, band rows * width) into dst (M, band/kh, width/kw)."""
     pooled = _max_tiles(out.reshape(out.shape[0], -1, dst.shape[-1] * tiles[1]), tiles, dst[rows])

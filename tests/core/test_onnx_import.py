@@ -335,6 +335,17 @@ def test_optional_outputs_are_computed_when_read():
     assert_like_ort(model, feeds_for(model))
 
 
+def test_an_optional_output_named_empty_is_left_out():
+    """ONNX writes "" for an optional output that is not wanted; two of them are no clash."""
+    nodes = [helper.make_node("MaxPool", ["x"], ["p", ""], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Dropout", ["p"], ["a", ""])]
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_empty_tensor_value_info("a")])
+    model = make_model(g, 13)
+    import_onnx(model)
+    assert_like_ort(model, feeds_for(model))
+
+
 def test_cut_comes_before_the_support_check_and_drops_unused_inputs():
     """A tail we cannot run (and the extra input it reads) vanish when cut away, as in the
     model-zoo tiny-yolov3 whose NMS tail reads `image_shape`."""
