@@ -6,11 +6,11 @@
 The model and the sample data are referenced, not copied: their paths (relative to the workspace
 file, and absolute as a fallback), the options the model was loaded with, and the model's sha256
 so that a changed model is reported. Stored in the file: settings, the calibration table, the
-qtable with its undo / redo history, the loss table of the last search, and the journal. Numbers
+qtable with its undo / redo history, the loss table of the last search, the statistics of the last
+calibration (histograms, so that `plot histogram` works after `open`), and the journal. Numbers
 are kept exactly (JSON floats round-trip), not at the 7 decimals of the table files, so `cos`
-after `open` gives the numbers it gave before `save`; calibration histograms are not kept
-(calibrate again to plot them). Opening builds the whole state first and only then swaps it into
-the session, so a failed open leaves the session as it was.
+after `open` gives the numbers it gave before `save`. Opening builds the whole state first and
+only then swaps it into the session, so a failed open leaves the session as it was.
 """
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ import warnings
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+
+from .calibrate import METHODS, Statistics, TensorStats, check_table
 from .errors import InputFileError, StateError, TpuError, TpuWarning
 from .fileio import atomic_write, require_file
 from .precision import Edit, EditHistory
@@ -105,6 +108,49 @@ def _calibration(doc: dict[str, Any] | None) -> CalibrationTable | None:
                             dict(doc.get("header", {})), doc.get("path"))
 
 
+def _stats_doc(stats: Statistics | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    array = lambda a: None if a is None else a.tolist()  # noqa: E731
+    tensors = {name: {"size": t.size, "samples": t.samples, "min": t.min, "max": t.max,
+                      "hist": array(t.hist), "width": t.width, "range": t.range,
+                      "per_sample": t.per_sample, "tail": t.tail, "top": array(t.top),
+                      "bottom": array(t.bottom)}
+               for name, t in stats.tensors.items()}
+    return {"samples": stats.samples, "bins": stats.bins, "methods": list(stats.methods),
+            "inputs": list(stats.inputs), "tensors": tensors}
+
+
+def _stats(doc: dict[str, Any] | None, tensor_names: set[str]) -> Statistics | None:
+    """Statistics from their JSON form; ValueError for names, methods or arrays that cannot be."""
+    if doc is None:
+        return None
+    methods = tuple(str(m) for m in doc["methods"])
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"calibration statistics of unknown method(s) {', '.join(unknown)}")
+
+    def array(values, dtype):
+        if values is None:
+            return None
+        a = np.asarray(values, dtype=dtype)
+        if a.ndim != 1 or (dtype is np.int64 and (a < 0).any()):
+            raise ValueError("calibration statistics hold an array that is not a list of counts/values")
+        return a
+
+    tensors = {}
+    for name, t in doc["tensors"].items():
+        if name not in tensor_names:
+            raise ValueError(f"calibration statistics name tensor '{name}', which the model lacks")
+        tensors[name] = TensorStats(
+            name, int(t["size"]), int(t["samples"]), float(t["min"]), float(t["max"]),
+            array(t["hist"], np.int64), float(t["width"]), float(t["range"]),
+            {str(k): float(v) for k, v in t["per_sample"].items()}, int(t["tail"]),
+            array(t["top"], np.float32), array(t["bottom"], np.float32))
+    return Statistics(tensors, int(doc["samples"]), int(doc["bins"]), methods,
+                      tuple(str(i) for i in doc["inputs"]))
+
+
 def _loss_doc(t: LossTable | None) -> dict[str, Any] | None:
     if t is None:
         return None
@@ -149,6 +195,7 @@ def save_workspace(session: Session, path: str | os.PathLike) -> str:
         "dataset": _folder_reference(session.dataset, base),
         "data_list": _reference(session.data_list and os.path.abspath(session.data_list), base),
         "calibration": _calibration_doc(session.calibration),
+        "calibration_stats": _stats_doc(session.calibration_stats),
         "qtable": dict(session.qtable.modes),
         "edits": _edits_doc(session.edits),
         "loss_table": _loss_doc(session.loss_table),
@@ -195,7 +242,6 @@ def open_workspace(session: Session, path: str | os.PathLike) -> Session:
 def _build(doc: dict[str, Any], base: str, path: str, progress) -> Session:
     """A new session with the model, settings, sample data, tables, edits and journal of `doc`;
     the tables are checked against the model and chip."""
-    from .calibrate import check_table
     from .lowering import resolve_modes
     fresh = Session(progress=progress)
     model = _resolve(doc["model"], base, path, "model")
@@ -211,6 +257,7 @@ def _build(doc: dict[str, Any], base: str, path: str, progress) -> Session:
     fresh.calibration = _calibration(doc.get("calibration"))
     if fresh.calibration is not None:
         check_table(fresh.model, fresh.calibration)
+    fresh.calibration_stats = _stats(doc.get("calibration_stats"), set(fresh.model.tensor_names()))
     fresh.qtable = QTable(dict(doc.get("qtable", {})))
     fresh.edits = _edits(doc.get("edits", {}))
     for q in [fresh.qtable] + [q for e in fresh.edits.done + fresh.edits.undone for q in (e.before, e.after)]:

@@ -65,10 +65,11 @@ deploy yolov3_mix.bmodel --quantize INT8 --test_input ../shared/zoo/COCO2017/000
 detect ../shared/zoo/COCO2017/000000366711.jpg --compare f32,int8,mixed -o yolov3_compare.png
 
 # ---- 8. Keeping the work ----------------------------------------------------------------------------
-# A workspace remembers the model and data (by path), the settings, the calibration table, the
-# qtable with its undo history, the loss table and the journal; `open` restores all of it, and
-# `cos` then gives the same numbers as before the save.
+# A workspace remembers the model and data (by path), the settings, the calibration table and its
+# histograms, the qtable with its undo history, the loss table and the journal; `open` restores
+# all of it, and `cos` then gives the same numbers as before the save.
 save yolov3_tiny.tpw
 open yolov3_tiny.tpw
 cos --sort cos
+plot histogram conv1_leaky_LeakyRelu -o conv1_leaky_histogram.png
 journal

@@ -28,6 +28,8 @@ def histogram_figure(stats, thresholds: Mapping[str, float], *, tuned: float | N
     ax.axvline(abs(stats.min), color="black", linestyle=":", label=f"|min| {abs(stats.min):.4g}")
     ax.axvline(stats.max, color="black", linestyle="-.", label=f"max {stats.max:.4g}")
     for method, value in thresholds.items():
+        if method == "max":
+            continue              # the absmax: already drawn as |min| or max
         ax.axvline(value, color=METHOD_COLORS.get(method, "#000000"), linestyle="--",
                    label=f"{method} {value:.4g}")
     if tuned is not None:

@@ -39,7 +39,8 @@ def test_tutorial_script_runs_the_whole_story(tutorial_dir):
     assert "INT8 on 000000366711.jpg" in out and "reference search on 10 sample(s)" in out
     assert "wrote yolov3_mix.bmodel" in out and "INT8: " in out and "mixed: " in out
     for name in ("yolov3_f32.jpg", "yolov3_int8.jpg", "yolov3_cali_table", "yolov3_qtable",
-                 "yolov3_mix.bmodel", "yolov3_compare.png", "yolov3_tiny.tpw"):
+                 "yolov3_mix.bmodel", "yolov3_compare.png", "yolov3_tiny.tpw",
+                 "conv1_leaky_histogram.png"):
         assert (tutorial_dir / name).stat().st_size > 0, name
 
 

@@ -119,6 +119,47 @@ def test_tables_qtable_edits_and_sample_data_come_back_exactly(tiny, tmp_path):
     assert path.endswith("w.tpw")
 
 
+@pytest.mark.parametrize("methods", [{}, {"all_methods": True}])
+def test_calibration_statistics_come_back_so_histograms_plot_after_open(tiny, methods):
+    """Histograms, per-sample sums and percentile tails, exactly: every method's threshold and the
+    plotted figure are those of the session that calibrated."""
+    from tpushell.core.calibrate import method_thresholds
+    s = Session()
+    s.load(tiny)
+    s.calibrate(_tiny_samples(tiny.parent), **methods)
+    path = save_workspace(s, tiny.parent / "w.tpw")
+    t = Session()
+    open_workspace(t, path)
+    a, b = s.calibration_stats, t.calibration_stats
+    assert (b.samples, b.bins, b.methods, b.inputs) == (a.samples, a.bins, a.methods, a.inputs)
+    assert list(b.tensors) == list(a.tensors)
+    for name in a.tensors:
+        assert method_thresholds(b, name) == method_thresholds(a, name)
+        np.testing.assert_array_equal(b.tensors[name].hist, a.tensors[name].hist)
+    labels = lambda fig: [line.get_label() for line in fig.axes[0].lines]  # noqa: E731
+    assert labels(t.plot_histogram("r1_LeakyRelu")) == labels(s.plot_histogram("r1_LeakyRelu"))
+
+
+def test_damaged_calibration_statistics_are_one_error_naming_the_workspace(tiny):
+    s = Session()
+    s.load(tiny)
+    s.calibrate(_tiny_samples(tiny.parent))
+    save_workspace(s, tiny.parent / "w.tpw")
+    damage = {"tensor": lambda st: st["tensors"].update(c99_Conv=st["tensors"]["c1_Conv"]),
+              "method": lambda st: st.update(methods=["kl", "magic"]),
+              "counts": lambda st: st["tensors"]["c1_Conv"].update(hist=[[1, 2]]),
+              "type": lambda st: st["tensors"]["c1_Conv"].update(min="low")}
+    expect = {"tensor": "c99_Conv", "method": "magic", "counts": "not a list", "type": "low"}
+    t = Session()
+    for what, edit in damage.items():
+        doc = json.loads((tiny.parent / "w.tpw").read_text())
+        edit(doc["calibration_stats"])
+        (tiny.parent / "d.tpw").write_text(json.dumps(doc))
+        with pytest.raises(InputFileError, match=rf"^\S*d.tpw: .*{expect[what]}"):
+            open_workspace(t, tiny.parent / "d.tpw")
+    assert t.graph is None
+
+
 def test_a_damaged_table_is_one_error_naming_the_workspace(tiny):
     s = Session()
     s.load(tiny)
