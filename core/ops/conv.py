@@ -180,8 +180,8 @@ def _blocks(view, y, width, tiles=None):
     step0 = tiles[0] if tiles else 1
     blocks = []
     if _in_bands(n, length, width):
-        rows = _band_rows(length // out_sp[0], width)
         row = length // out_sp[0]                    # columns per index of the first out axis
+        rows = _band_rows(row, width)
         for s in range(n):
             for r0 in range(0, out_sp[0], rows):
                 r1 = min(out_sp[0], r0 + rows)
