@@ -278,8 +278,24 @@ def set_(session: Session, args: argparse.Namespace) -> Result:
                           f"settings are {', '.join(names)}")
     if args.value is None:
         return _settings_table(session, [args.name])
+    if args.name == "chip" and session.graph is not None and len(session.qtable):
+        _check_qtable_on(session, args.value)
     session.settings.set(args.name, args.value)
     return Message(f"{args.name} = {getattr(session.settings, args.name)}")
+
+
+def _check_qtable_on(session: Session, chip: str) -> None:
+    """OptionError, chip unchanged, when the session's qtable holds a mode `chip` lacks."""
+    from .chips import CHIPS
+    from .errors import QuantizationError
+    from .lowering import resolve_modes
+    if chip not in CHIPS:
+        return                                  # settings.set names the valid chips
+    try:
+        resolve_modes(session.model, chip, "INT8", session.qtable)
+    except QuantizationError as e:
+        raise OptionError(f"chip stays {session.settings.chip}: the qtable does not fit {chip} "
+                          f"({e}); set those layers to a mode {chip} has first") from None
 
 
 def _path_arg(help_text: str) -> Callable[[argparse.ArgumentParser], None]:
@@ -407,8 +423,9 @@ def plot(session: Session, args: argparse.Namespace) -> Result:
     if args.kind == "cos":
         from .plots.search import cosine_figure
         check = session.check(own=True)
-        figure = cosine_figure(check, min_layer_cos=_true(session, args.min_layer_cos),
-                               expected_cos=_true(session, args.expected_cos))
+        figure = cosine_figure(
+            check, min_layer_cos=_true(session, args.min_layer_cos, "min_layer_cos"),
+            expected_cos=_true(session, args.expected_cos, "expected_cos"))
         result = Message(f"cosines of {len(check.layers)} layers on {check.samples} sample(s)",
                          data=check, figure=figure)
     elif args.kind == "histogram":
@@ -462,12 +479,17 @@ def _cos_arg(p: argparse.ArgumentParser, flag: str, default: float, what: str) -
                    "`cosine_scale` setting's scale: true cosine, or the reference's 0.5+0.5*cos")
 
 
-def _true(session: Session, cos: float | None) -> float | None:
-    """A cosine the user typed, as a true cosine (the cosine_scale setting says how it was typed)."""
+def _true(session: Session, cos: float | None, option: str) -> float | None:
+    """A cosine the user typed, as a true cosine (the cosine_scale setting says how it was typed);
+    OptionError naming `option` and the typed value when it is no cosine in that scale."""
     from .metrics import true_cos
+    from .search import check_cos
     if cos is None or session.settings.cosine_scale != "reference":
         return cos
-    return true_cos(cos)
+    if not 0.5 < cos <= 1.0:
+        raise OptionError(f"--{option} {cos} is outside (0.5, 1]: cosine_scale is reference "
+                          f"(0.5+0.5*cos); give e.g. 0.9995, or `set cosine_scale true`")
+    return check_cos(true_cos(cos), option)
 
 
 def _qtable_summary(q) -> str:
@@ -486,8 +508,9 @@ def qtable(session: Session, args: argparse.Namespace) -> Result:
         return Message(f"loaded {args.path}: {len(q)} layer(s) ({_qtable_summary(q)})", data=q)
     if args.action == "search":
         from .plots.search import search_curve_figure
-        found = session.search_qtable(_true(session, args.expected_cos),
-                                      _true(session, args.min_layer_cos), method=args.method,
+        found = session.search_qtable(_true(session, args.expected_cos, "expected_cos"),
+                                      _true(session, args.min_layer_cos, "min_layer_cos"),
+                                      method=args.method,
                                       samples=args.samples, time_budget=args.time_budget)
         return Message(str(found), data=found,
                        figure=search_curve_figure(found, session.settings.cosine_scale))
@@ -523,6 +546,7 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
 def deploy(session: Session, args: argparse.Namespace) -> Result:
     """Write the quantized model (the current plan: chip, calibration, qtable) to a file."""
     from .lowering import needs_calibration
+    _ = session.model                          # "no model loaded; load one first" before all else
     if needs_calibration(args.quantize, session.qtable) and getattr(session, "calibration", None) is None:
         raise StateError(f"deploy --quantize {args.quantize} has INT8 layers, which need a calibration "
                          "table: calibrate first (or deploy --quantize F16)")
@@ -582,14 +606,20 @@ def _set_precision_args(p: argparse.ArgumentParser) -> None:
     # completion offers the modes too once a layer is given: `layers` swallows every token
     _arg(p, "layers", nargs="+", metavar="LAYER", complete="layer_then_mode",
          help="layer name, glob such as 'conv1*', or op type such as Conv")
-    p.add_argument("mode", type=str.upper, choices=QUANTIZE_MODES,
-                   help="precision; INT8 removes the layer from the qtable")
+    p.add_argument("mode",
+                   help=f"precision, one of {', '.join(QUANTIZE_MODES)}; INT8 removes the layer "
+                   "from the qtable")
 
 
 @command("set_precision", _set_precision_args, category="quantization", records=True)
 def set_precision(session: Session, args: argparse.Namespace) -> Result:
     """Set layers to a precision (by name, glob or op type); `cos` re-checks, `undo` reverts."""
-    edit = session.set_precision(args.layers, args.mode)
+    mode = args.mode.upper()
+    if mode not in QUANTIZE_MODES and args.layers[0].upper() in QUANTIZE_MODES:
+        raise OptionError(f"set_precision takes the layers first, then the precision: "
+                          f"`set_precision {' '.join(args.layers[1:] + [args.mode])} "
+                          f"{args.layers[0].upper()}`")
+    edit = session.set_precision(args.layers, mode)
     return Message(str(edit), data=edit)
 
 
@@ -607,7 +637,7 @@ def _cos_args(p: argparse.ArgumentParser) -> None:
 def cos(session: Session, args: argparse.Namespace) -> Result:
     """Re-check the current plan: output and per-layer cosines to F32 (only changes recomputed)."""
     check = session.check(own=args.own, layers=args.layers or None,
-                          min_layer_cos=_true(session, args.min_layer_cos))
+                          min_layer_cos=_true(session, args.min_layer_cos, "min_layer_cos"))
     head = str(check).splitlines()[0]
     outputs = [f"output {t} {check.shown(c):.6f}" for t, c in check.outputs.items()]
     order = list(check.layers)
@@ -629,7 +659,7 @@ def _no_args(p: argparse.ArgumentParser) -> None:
 @command("undo", _no_args, category="quantization", records=True)
 def undo(session: Session, args: argparse.Namespace) -> Result:
     """Undo the last precision edit (set_precision, qtable load or search)."""
-    return Message(f"undid {session.undo()}")
+    return Message(f"undid {session.undo().describe(undone=True)}")
 
 
 @command("redo", _no_args, category="quantization", records=True)

@@ -69,9 +69,11 @@ def _check_one_kind(samples: list[list[str]], source: str) -> None:
 
 def _from_folder(dataset: str, input_num: int) -> list[list[str]]:
     root = pathlib.Path(dataset)
+    if root.is_file():
+        raise InputFileError(f"dataset {dataset} is a file, not a folder: give the folder that "
+                             f"holds the samples, or a list file with --data_list")
     if not root.is_dir():
-        hint = "; give a list file with --data_list" if root.is_file() else ""
-        raise InputFileError(f"dataset folder not found: {dataset}{hint}")
+        raise InputFileError(f"dataset folder not found: {dataset}")
     files, others = [], 0
     for p in root.glob("**/*"):
         if sample_kind(p.name) and p.is_file():

@@ -460,9 +460,10 @@ class Evaluator:
         acc = {op: float(self.layer_cos(op).mean()) for op in ops}
         own_cos = {op: float(self.own_cos(op).mean()) for op in ops} if own else {}
         modes = dict(getattr(self.plan, "op_modes", {}))
+        floats = sum(1 for op in self.graph.op_names if modes.get(op, "INT8") != "INT8")
         return CheckResult(self.samples, outputs, acc, own_cos, {op: modes.get(op, "?") for op in ops},
                            min_layer_cos, scale, self.steps_run - before,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, floats)
 
 
 @dataclass
@@ -478,6 +479,7 @@ class CheckResult:
     scale: str = "true"
     recomputed: int = 0
     seconds: float = 0.0
+    floats: int | None = None          # layers of the whole plan not in INT8 (None: count `modes`)
 
     def shown(self, cos: float) -> float:
         """A cosine in this result's display scale."""
@@ -492,7 +494,8 @@ class CheckResult:
 
     def __str__(self) -> str:
         what = "0.5+0.5*cos (reference scale)" if self.scale == "reference" else "true cosine"
-        floats = sum(1 for m in self.modes.values() if m not in ("INT8", "?"))
+        floats = self.floats if self.floats is not None else \
+            sum(1 for m in self.modes.values() if m not in ("INT8", "?"))
         lines = [f"check on {self.samples} sample(s), {what}; {floats} layer(s) not INT8; "
                  f"{self.recomputed} step(s) recomputed in {self.seconds:.2f} s"]
         for t, c in self.outputs.items():

@@ -63,7 +63,12 @@ class Edit:
         return diff_qtables(self.before, self.after).changed
 
     def __str__(self) -> str:
-        changes = ", ".join(f"{op} {a} -> {b}" for op, (a, b) in self.changed.items())
+        return self.describe()
+
+    def describe(self, undone: bool = False) -> str:
+        """`what: N layer(s) changed (op A -> B, ...)`; with `undone` the arrows point back."""
+        arrows = [(op, b, a) if undone else (op, a, b) for op, (a, b) in self.changed.items()]
+        changes = ", ".join(f"{op} {x} -> {y}" for op, x, y in arrows)
         return f"{self.what}: {len(self.changed)} layer(s) changed" + \
             (f" ({changes})" if changes else "")
 

@@ -12,13 +12,14 @@ Methods are thin: the work is done by the modules they call.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import numpy as np
 
 from .chips import CHIP_NAMES
-from .errors import OptionError, StateError, did_you_mean
+from .errors import OptionError, StateError, TpuWarning, did_you_mean
 from .interpreter import run as run_graph
 from .ir import Graph
 from .preprocess import PreprocessConfig
@@ -171,7 +172,8 @@ class Session:
         """Write the session's calibration table (v1.3 format, atomically); returns the path."""
         from .tables import write_calibration_table
         if self.calibration is None:
-            raise StateError("no calibration yet; run `calibrate DATASET` or `load_calibration FILE`")
+            raise StateError("no calibration yet; run `calibrate DATASET`, or load a table with "
+                             "`calibrate --table FILE` (Session.load_calibration in Python)")
         write_calibration_table(path, self.calibration)
         return os.fspath(path)
 
@@ -186,15 +188,22 @@ class Session:
                              "table has no histograms)")
         if tensor not in stats.tensors:
             raise OptionError(f"no calibrated tensor '{tensor}'{did_you_mean(tensor, stats.tensors)}")
-        row = self.calibration.rows.get(tensor) if self.calibration is not None else None
+        if stats.tensors[tensor].hist is None:
+            raise StateError(f"the last calibration ({', '.join(stats.methods)}) kept no histogram "
+                             f"of |x|; calibrate with --cali_method kl or --all_methods to plot it")
+        table = self.calibration
+        row = table.rows.get(tensor) if table is not None else None
+        tuned = table is not None and table.header.get("tune number", "0") not in ("", "0")
         return histogram_figure(stats.tensors[tensor], method_thresholds(stats, tensor),
-                                tuned=row.threshold if row is not None else None)
+                                table=row.threshold if row is not None else None,
+                                table_label="table (tuned)" if tuned else "table")
 
     def plot_calibration(self):
         """Figure: threshold / absmax of every tensor of the calibration table."""
         from .plots.calibration import table_figure
         if self.calibration is None:
-            raise StateError("no calibration yet; run `calibrate DATASET` or `load_calibration FILE`")
+            raise StateError("no calibration yet; run `calibrate DATASET`, or load a table with "
+                             "`calibrate --table FILE` (Session.load_calibration in Python)")
         return table_figure(self.calibration)
 
     # ---- detection (core/detect.py) ---------------------------------------------------------------
@@ -308,8 +317,13 @@ class Session:
         from .dataset import load_batches, select_samples
         if self.dataset is None and self.data_list is None:
             raise StateError("no sample data for checks and searches: calibrate on a dataset, or "
-                             "give a folder with use_data(dataset=...)")
-        picked = select_samples(self.dataset, self.data_list, input_num=samples or self.settings.samples)
+                             "give a folder with `data FOLDER` (Session.use_data in Python)")
+        wanted = samples or self.settings.samples
+        picked = select_samples(self.dataset, self.data_list)          # all, in the reference's order
+        if wanted > len(picked):
+            warnings.warn(TpuWarning(f"{wanted} samples wanted (setting 'samples') but "
+                                     f"{self.dataset or self.data_list} has {len(picked)}; using all"))
+        picked = picked[:wanted]
         return next(iter(load_batches(picked, self.model, batch_size=len(picked))))
 
     def evaluator(self):
@@ -364,7 +378,8 @@ class Session:
         picked = None
         if layers is not None:
             selectors = [layers] if isinstance(layers, str) else list(layers)
-            picked = list(dict.fromkeys(op for sel in selectors for op in select_ops(self.model, sel)))
+            chosen = {op for sel in selectors for op in select_ops(self.model, sel)}
+            picked = [op for op in self.model.op_names if op in chosen]      # in model order
         return ev.check(own=own, layers=picked, min_layer_cos=min_layer_cos,
                         scale=self.settings.cosine_scale)
 

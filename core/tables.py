@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from .errors import CalibrationError, QuantizationError
+from .errors import CalibrationError, QuantizationError, TpuWarning
 from .fileio import atomic_write, require_file
 
 QUANT_MODES = ("INT8", "UINT8", "INT4", "F16", "BF16", "F32", "W8F16", "W8BF16", "W4F16",
@@ -198,10 +199,13 @@ class QTable:
 
 
 def read_qtable(path: str | os.PathLike) -> QTable:
-    """Parse a qtable: blank and '#' lines skipped, '<op> <MODE>' pairs, single tokens ignored
-    (as the compiler does). Modes are case-insensitive; an unknown mode names its line."""
+    """Parse a qtable: blank and '#' lines skipped, '<op> <MODE>' pairs. Modes are
+    case-insensitive; an unknown mode names its line. What the compiler passes over silently (a
+    line without a mode, text after the mode, an op given twice: the later line wins) is accepted
+    the same way, with a warning naming the line."""
     path = require_file(path, "quantize table")
     q = QTable(path=path)
+    notes: list[str] = []                     # warned about once the whole file has parsed
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, raw in enumerate(f, 1):
             line = raw.strip()
@@ -209,13 +213,21 @@ def read_qtable(path: str | os.PathLike) -> QTable:
                 continue
             tokens = line.split()
             if len(tokens) < 2:
+                notes.append(f"{path}:{lineno}: '{tokens[0]}' has no quantize mode; line ignored")
                 continue
             mode = tokens[1].upper()
             if mode not in QUANT_MODES:
                 raise QuantizationError(f"{path}:{lineno}: unknown quantize mode '{tokens[1]}' for "
                                         f"'{tokens[0]}'; valid: {', '.join(QUANT_MODES)}")
+            if len(tokens) > 2:
+                notes.append(f"{path}:{lineno}: text after the mode ignored: '{' '.join(tokens[2:])}'")
+            if tokens[0] in q.modes:
+                notes.append(f"{path}:{lineno}: '{tokens[0]}' again (first on line "
+                             f"{q.lines[tokens[0]]}); this line's {mode} wins")
             q.modes[tokens[0]] = mode
             q.lines[tokens[0]] = lineno
+    for note in notes:
+        warnings.warn(TpuWarning(note), stacklevel=2)
     return q
 
 

@@ -52,8 +52,13 @@ def _reference(path: str | None, base: str) -> dict[str, str] | None:
 
 
 def _candidates(ref: dict[str, str], base: str) -> list[str]:
-    """Where a referenced path may be now: relative to the workspace first, then absolute."""
-    return [os.path.normpath(os.path.join(base, ref["path"])), ref["abspath"]]
+    """Where a referenced path may be now: relative to the workspace first, then absolute
+    (once, when both are the same place)."""
+    return list(dict.fromkeys([os.path.normpath(os.path.join(base, ref["path"])), ref["abspath"]]))
+
+
+def _places(candidates: list[str]) -> str:
+    return " nor at ".join(candidates)
 
 
 def _resolve(ref: dict[str, str] | None, base: str, where: str, what: str) -> str | None:
@@ -63,7 +68,7 @@ def _resolve(ref: dict[str, str] | None, base: str, where: str, what: str) -> st
     candidates = _candidates(ref, base)
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
-        raise InputFileError(f"{what} not found at {candidates[0]} nor at {candidates[1]}")
+        raise InputFileError(f"{what} not found at {_places(candidates)}")
     if file_sha256(found) != ref["sha256"]:
         warnings.warn(TpuWarning(f"{where}: {what} {found} changed since the workspace was saved"))
     return found
@@ -84,9 +89,8 @@ def _resolve_folder(ref: dict[str, str] | None, base: str, where: str) -> str | 
     candidates = _candidates(ref, base)
     found = next((c for c in candidates if os.path.isdir(c)), None)
     if found is None:
-        warnings.warn(TpuWarning(f"{where}: sample folder not found at {candidates[0]} nor at "
-                                 f"{candidates[1]}; give one with `data FOLDER` before cos or "
-                                 f"search"))
+        warnings.warn(TpuWarning(f"{where}: sample folder not found at {_places(candidates)}; "
+                                 f"give one with `data FOLDER` before cos or search"))
     return found
 
 

@@ -1,7 +1,7 @@
 """Calibration figures: one tensor's |x| histogram with its thresholds, and a whole table at a glance.
 
     fig = histogram_figure(stats.tensors["conv3_Conv"], method_thresholds(stats, "conv3_Conv"),
-                           tuned=table["conv3_Conv"].threshold)
+                           table=table["conv3_Conv"].threshold)
     fig = table_figure(table)
 """
 from __future__ import annotations
@@ -14,9 +14,10 @@ METHOD_COLORS = {"kl": "#d73027", "max": "#4d4d4d", "percentile9999": "#1a9850",
                  "aciq_gauss": "#984ea3", "aciq_laplace": "#ff7f00"}
 
 
-def histogram_figure(stats, thresholds: Mapping[str, float], *, tuned: float | None = None):
+def histogram_figure(stats, thresholds: Mapping[str, float], *, table: float | None = None,
+                     table_label: str = "table"):
     """The tensor's |x| histogram (log counts, exact zeros left out) with |min|, max and each
-    method's threshold drawn as vertical lines; `tuned` adds the table's (auto-tuned) threshold."""
+    method's threshold drawn as vertical lines; `table` adds the table's threshold."""
     from matplotlib.figure import Figure
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     ax = fig.subplots()
@@ -32,8 +33,8 @@ def histogram_figure(stats, thresholds: Mapping[str, float], *, tuned: float | N
             continue              # the absmax: already drawn as |min| or max
         ax.axvline(value, color=METHOD_COLORS.get(method, "#000000"), linestyle="--",
                    label=f"{method} {value:.4g}")
-    if tuned is not None:
-        ax.axvline(tuned, color=METHOD_COLORS["kl"], linewidth=2, label=f"table (tuned) {tuned:.4g}")
+    if table is not None:
+        ax.axvline(table, color=METHOD_COLORS["kl"], linewidth=2, label=f"{table_label} {table:.4g}")
     ax.set_xlim(0, stats.absmax * 1.02)
     ax.set_xlabel("|x|")
     ax.set_ylabel("count")

@@ -300,3 +300,16 @@ def test_session_load_calibration_rejects_a_table_of_another_model(yolo_session,
     with pytest.raises(CalibrationError, match=r"other: no row for 4 tensor\(s\) .*coarse_Conv"):
         yolo_session.load_calibration(path)
     assert yolo_session.calibration is None
+
+
+def test_a_histogram_plot_says_when_the_method_kept_no_histogram(yolo_session, photo, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(photo, data / "0.jpg")
+    yolo_session.calibrate(data, method="percentile9999")
+    with pytest.raises(Exception, match=r"\(percentile9999\) kept no histogram .*--all_methods"):
+        yolo_session.plot_histogram("coarse_Conv")
+    yolo_session.calibrate(data, tune_num=0)                  # kl, not tuned
+    labels = [t.get_text() for t in yolo_session.plot_histogram("coarse_Conv").axes[0].get_legend().get_texts()]
+    assert any(label.startswith("table ") for label in labels) and not any("tuned" in x for x in labels)

@@ -79,7 +79,7 @@ def test_empty_and_missing_folders_are_errors(tmp_path):
         select_samples(dataset=tmp_path)
     with pytest.raises(InputFileError, match="dataset folder not found: .*nowhere"):
         select_samples(dataset=tmp_path / "nowhere")
-    with pytest.raises(InputFileError, match="--data_list"):
+    with pytest.raises(InputFileError, match=r"readme.txt is a file, not a folder: .*--data_list"):
         select_samples(dataset=tmp_path / "readme.txt")
 
 

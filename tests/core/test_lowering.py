@@ -162,6 +162,20 @@ def test_qtable_mode_the_chip_lacks_names_the_line(graph, table, tmp_path):
         lower(graph, table, q)
 
 
+def test_qtable_lines_the_compiler_passes_over_are_warned_about_by_line(tmp_path):
+    from tpushell.core.errors import TpuWarning
+    from tpushell.core.tables import read_qtable
+    path = tmp_path / "qtable"
+    path.write_text("# op_name mode\nc1_Conv\nl1_LeakyRelu f16 extra\nc2_Conv F16\nc2_Conv bf16\n")
+    with pytest.warns(TpuWarning) as seen:
+        q = read_qtable(path)
+    assert q.modes == {"l1_LeakyRelu": "F16", "c2_Conv": "BF16"}
+    assert [str(w.message).split(f"{path}:")[1] for w in seen] == [
+        "2: 'c1_Conv' has no quantize mode; line ignored",
+        "3: text after the mode ignored: 'extra'",
+        "5: 'c2_Conv' again (first on line 4); this line's BF16 wins"]
+
+
 def test_table_missing_rows_names_file_tensors_and_ops(graph, table):
     partial = dataclasses.replace(table, rows={k: v for k, v in table.rows.items()
                                                if k not in ("c2_Conv", "l2_LeakyRelu", "up_Resize")})

@@ -155,6 +155,8 @@ def test_check_limits_layers_and_marks_low_ones(data):
     r = s.check(layers=["LeakyRelu", "c_Conv"], min_layer_cos=0.99)
     assert list(r.layers) == ["a_l_LeakyRelu", "f_l_LeakyRelu", "b_l_LeakyRelu", "c_Conv"]
     assert "f_l_LeakyRelu" in r.below
+    s.set_precision("f_Conv", "F16")
+    assert "; 1 layer(s) not INT8;" in str(s.check(layers=["c_Conv"]))   # the plan, not the rows
     s.settings.set("cosine_scale", "reference")
     assert "0.5+0.5*cos" in str(s.check())
 

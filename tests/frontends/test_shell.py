@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tpushell.app import main, script_lines
@@ -55,6 +56,27 @@ def test_errors_leave_the_session_unchanged(shell, workdir):
     assert shell.session.settings.chip == "bm1688"
     assert shell.session.history == history
     assert not (workdir / "tiny_int8.bmodel").exists()
+
+
+def test_errors_name_what_the_user_typed_and_the_shell_command_to_use(shell, workdir):
+    assert run_shell(shell, "deploy x.bmodel")[0].startswith("error: no model loaded")
+    run_shell(shell, "load tiny.onnx")
+    assert run_shell(shell, "set_precision F16 y_Conv") == [
+        "error: set_precision takes the layers first, then the precision: `set_precision y_Conv F16`"]
+    assert "`data FOLDER`" in run_shell(shell, "cos")[0]
+    assert "`calibrate --table FILE`" in run_shell(shell, "plot calibration")[0]
+    (workdir / "data").mkdir()
+    np.save(workdir / "data" / "s0.npy", np.ones((1, 3, 8, 8), np.float32))
+    out = run_shell(shell, "calibrate data/s0.npy")
+    assert out[0].startswith("error: dataset data/s0.npy is a file, not a folder"), out
+    run_shell(shell, "calibrate data")
+    run_shell(shell, "set cosine_scale reference")
+    assert run_shell(shell, "cos --min_layer_cos 0.3")[0] == (
+        "error: --min_layer_cos 0.3 is outside (0.5, 1]: cosine_scale is reference (0.5+0.5*cos); "
+        "give e.g. 0.9995, or `set cosine_scale true`")
+    run_shell(shell, "set samples 5")
+    assert any("5 samples wanted (setting 'samples') but data has 1; using all" in line
+               for line in run_shell(shell, "cos"))
 
 
 def test_help_lists_every_command_by_category(shell):

@@ -205,7 +205,7 @@ def test_a_lost_sample_folder_warns_and_version_1_files_still_open(tiny):
     save_workspace(s, tiny.parent / "w.tpw")
     shutil.rmtree(tiny.parent / "samples")
     t = Session()
-    with pytest.warns(TpuWarning, match=r"^\S*w.tpw: sample folder not found at .*samples .*`data FOLDER`"):
+    with pytest.warns(TpuWarning, match=r"^\S*w.tpw: sample folder not found at .*samples; .*`data FOLDER`"):
         open_workspace(t, tiny.parent / "w.tpw")
     assert t.dataset is None and len(t.calibration) == len(s.calibration)
     doc = json.loads((tiny.parent / "w.tpw").read_text())
