@@ -69,8 +69,8 @@ def test_a_person_completes_a_layer_sets_it_to_f16_and_rechecks(zoo_workdir):
         int8 = output_cosines(term.wait(r"output transpose_output_\S+ \d\.\d{6}[\s\S]*\(tpu\)"))
         term.send("set_precision conv1_le\t")                # the same completion, then a precision
         term.wait(r"aky_LeakyRelu")
-        term.send("F1\t")                                    # F16 completes too
-        term.wait(r"F16")
+        term.send("F1\t")                                    # F16 completes too (the redraw may
+        term.wait(r"F1[\s\S]*6")                              # put the 6 after cursor moves)
         term.send("\r")
         term.wait(r"conv1_leaky_LeakyRelu INT8 -> F16[\s\S]*\(tpu\)")
         term.send("cos\r")
