@@ -483,13 +483,12 @@ def _true(session: Session, cos: float | None, option: str) -> float | None:
     """A cosine the user typed, as a true cosine (the cosine_scale setting says how it was typed);
     OptionError naming `option` and the typed value when it is no cosine in that scale."""
     from .metrics import true_cos
-    from .search import check_cos
     if cos is None or session.settings.cosine_scale != "reference":
         return cos
     if not 0.5 < cos <= 1.0:
         raise OptionError(f"--{option} {cos} is outside (0.5, 1]: cosine_scale is reference "
                           f"(0.5+0.5*cos); give e.g. 0.9995, or `set cosine_scale true`")
-    return check_cos(true_cos(cos), option)
+    return true_cos(cos)
 
 
 def _qtable_summary(q) -> str:

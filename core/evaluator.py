@@ -479,7 +479,7 @@ class CheckResult:
     scale: str = "true"
     recomputed: int = 0
     seconds: float = 0.0
-    floats: int | None = None          # layers of the whole plan not in INT8 (None: count `modes`)
+    floats: int = 0                    # layers of the whole plan not in INT8 (`modes`: rows only)
 
     def shown(self, cos: float) -> float:
         """A cosine in this result's display scale."""
@@ -494,9 +494,7 @@ class CheckResult:
 
     def __str__(self) -> str:
         what = "0.5+0.5*cos (reference scale)" if self.scale == "reference" else "true cosine"
-        floats = self.floats if self.floats is not None else \
-            sum(1 for m in self.modes.values() if m not in ("INT8", "?"))
-        lines = [f"check on {self.samples} sample(s), {what}; {floats} layer(s) not INT8; "
+        lines = [f"check on {self.samples} sample(s), {what}; {self.floats} layer(s) not INT8; "
                  f"{self.recomputed} step(s) recomputed in {self.seconds:.2f} s"]
         for t, c in self.outputs.items():
             lines.append(f"output {t:<44} {self.shown(c):.6f}")

@@ -62,6 +62,10 @@ class Settings:
         setattr(self, name, value)
 
 
+NO_CALIBRATION = ("no calibration yet; run `calibrate DATASET`, or load a table with "
+                  "`calibrate --table FILE` (Session.load_calibration in Python)")
+
+
 class Session:
     """Graph, settings, tables and caches of one working session (see module docstring)."""
 
@@ -172,8 +176,7 @@ class Session:
         """Write the session's calibration table (v1.3 format, atomically); returns the path."""
         from .tables import write_calibration_table
         if self.calibration is None:
-            raise StateError("no calibration yet; run `calibrate DATASET`, or load a table with "
-                             "`calibrate --table FILE` (Session.load_calibration in Python)")
+            raise StateError(NO_CALIBRATION)
         write_calibration_table(path, self.calibration)
         return os.fspath(path)
 
@@ -202,8 +205,7 @@ class Session:
         """Figure: threshold / absmax of every tensor of the calibration table."""
         from .plots.calibration import table_figure
         if self.calibration is None:
-            raise StateError("no calibration yet; run `calibrate DATASET`, or load a table with "
-                             "`calibrate --table FILE` (Session.load_calibration in Python)")
+            raise StateError(NO_CALIBRATION)
         return table_figure(self.calibration)
 
     # ---- detection (core/detect.py) ---------------------------------------------------------------

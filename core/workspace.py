@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import numpy as np
@@ -112,17 +112,21 @@ def _calibration(doc: dict[str, Any] | None) -> CalibrationTable | None:
                             dict(doc.get("header", {})), doc.get("path"))
 
 
+# TensorStats fields held as numpy arrays, with their dtypes; the others are plain numbers or dicts.
+STATS_ARRAYS = {"hist": np.int64, "top": np.float32, "bottom": np.float32}
+
+
 def _stats_doc(stats: Statistics | None) -> dict[str, Any] | None:
     if stats is None:
         return None
-    array = lambda a: None if a is None else a.tolist()  # noqa: E731
-    tensors = {name: {"size": t.size, "samples": t.samples, "min": t.min, "max": t.max,
-                      "hist": array(t.hist), "width": t.width, "range": t.range,
-                      "per_sample": t.per_sample, "tail": t.tail, "top": array(t.top),
-                      "bottom": array(t.bottom)}
-               for name, t in stats.tensors.items()}
+
+    def tensor(t: TensorStats) -> dict[str, Any]:
+        values = {f.name: getattr(t, f.name) for f in fields(TensorStats) if f.name != "name"}
+        return {k: (None if v is None else v.tolist()) if k in STATS_ARRAYS else v
+                for k, v in values.items()}
     return {"samples": stats.samples, "bins": stats.bins, "methods": list(stats.methods),
-            "inputs": list(stats.inputs), "tensors": tensors}
+            "inputs": list(stats.inputs),
+            "tensors": {name: tensor(t) for name, t in stats.tensors.items()}}
 
 
 def _stats(doc: dict[str, Any] | None, tensor_names: set[str]) -> Statistics | None:
@@ -134,23 +138,25 @@ def _stats(doc: dict[str, Any] | None, tensor_names: set[str]) -> Statistics | N
     if unknown:
         raise ValueError(f"calibration statistics of unknown method(s) {', '.join(unknown)}")
 
-    def array(values, dtype):
-        if values is None:
-            return None
-        a = np.asarray(values, dtype=dtype)
-        if a.ndim != 1 or (dtype is np.int64 and (a < 0).any()):
-            raise ValueError("calibration statistics hold an array that is not a list of counts/values")
-        return a
+    def value(f, v):
+        if f.name in STATS_ARRAYS:
+            if v is None:
+                return None
+            a = np.asarray(v, dtype=STATS_ARRAYS[f.name])
+            if a.ndim != 1 or (f.name == "hist" and (a < 0).any()):
+                raise ValueError("calibration statistics hold an array that is not a list of "
+                                 "counts/values")
+            return a
+        if f.name == "per_sample":
+            return {str(k): float(x) for k, x in v.items()}
+        return type(f.default)(v)                  # int or float, as the field's default
 
     tensors = {}
     for name, t in doc["tensors"].items():
         if name not in tensor_names:
             raise ValueError(f"calibration statistics name tensor '{name}', which the model lacks")
-        tensors[name] = TensorStats(
-            name, int(t["size"]), int(t["samples"]), float(t["min"]), float(t["max"]),
-            array(t["hist"], np.int64), float(t["width"]), float(t["range"]),
-            {str(k): float(v) for k, v in t["per_sample"].items()}, int(t["tail"]),
-            array(t["top"], np.float32), array(t["bottom"], np.float32))
+        tensors[name] = TensorStats(name, **{f.name: value(f, t[f.name])
+                                             for f in fields(TensorStats) if f.name != "name"})
     return Statistics(tensors, int(doc["samples"]), int(doc["bins"]), methods,
                       tuple(str(i) for i in doc["inputs"]))
 

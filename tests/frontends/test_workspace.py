@@ -119,6 +119,14 @@ def test_tables_qtable_edits_and_sample_data_come_back_exactly(tiny, tmp_path):
     assert path.endswith("w.tpw")
 
 
+def _damaged_copy(folder, edit):
+    """folder/d.tpw: folder/w.tpw's document after `edit(doc)`."""
+    doc = json.loads((folder / "w.tpw").read_text())
+    edit(doc)
+    (folder / "d.tpw").write_text(json.dumps(doc))
+    return folder / "d.tpw"
+
+
 @pytest.mark.parametrize("methods", [{}, {"all_methods": True}])
 def test_calibration_statistics_come_back_so_histograms_plot_after_open(tiny, methods):
     """Histograms, per-sample sums and percentile tails, exactly: every method's threshold and the
@@ -152,11 +160,9 @@ def test_damaged_calibration_statistics_are_one_error_naming_the_workspace(tiny)
     expect = {"tensor": "c99_Conv", "method": "magic", "counts": "not a list", "type": "low"}
     t = Session()
     for what, edit in damage.items():
-        doc = json.loads((tiny.parent / "w.tpw").read_text())
-        edit(doc["calibration_stats"])
-        (tiny.parent / "d.tpw").write_text(json.dumps(doc))
+        damaged = _damaged_copy(tiny.parent, lambda doc: edit(doc["calibration_stats"]))
         with pytest.raises(InputFileError, match=rf"^\S*d.tpw: .*{expect[what]}"):
-            open_workspace(t, tiny.parent / "d.tpw")
+            open_workspace(t, damaged)
     assert t.graph is None
 
 
@@ -185,11 +191,9 @@ def test_a_damaged_table_is_one_error_naming_the_workspace(tiny):
     damaged = {"edits": None, "settings": [], "model": "tiny.onnx", "load_options": {"colour": 1},
                "history": 5}
     for key, value in damaged.items():
-        doc = json.loads((tiny.parent / "w.tpw").read_text())
-        doc[key] = value
-        (tiny.parent / "d.tpw").write_text(json.dumps(doc))
+        path = _damaged_copy(tiny.parent, lambda doc: doc.update({key: value}))
         with pytest.raises(InputFileError, match=r"^\S*d.tpw: the workspace is damaged \(\w+: .*\); save"):
-            open_workspace(t, tiny.parent / "d.tpw")
+            open_workspace(t, path)
     doc = json.loads((tiny.parent / "w.tpw").read_text())
     doc["edits"]["done"][0]["after"] = {"y_Conv": "F17"}        # undo / redo would install it
     (tiny.parent / "badedit.tpw").write_text(json.dumps(doc))
