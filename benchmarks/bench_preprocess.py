@@ -16,11 +16,10 @@ import time
 
 import cv2
 import numpy as np
-
-from tpushell.core.dataset import load_batches, select_samples
-from tpushell.core.interpreter import run
-from tpushell.core.onnx_import import import_onnx
-from tpushell.core.preprocess import PreprocessConfig, preprocess_images, resize_linear
+from tpushell.core.calibration.dataset import load_batches, select_samples
+from tpushell.core.graph.interpreter import run
+from tpushell.core.graph.onnx_import import import_onnx
+from tpushell.core.graph.preprocess import PreprocessConfig, preprocess_images, resize_linear
 from zoo import shared_dir
 
 TUTORIAL = PreprocessConfig(net_shape=(416, 416), scale=[0.0039216] * 3, pixel_format="rgb",

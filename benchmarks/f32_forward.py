@@ -27,7 +27,7 @@ SHAPE = [1, 3, 416, 416]
 
 
 def our_graph(onnx_path: Path):
-    from tpushell.core.onnx_import import import_onnx
+    from tpushell.core.graph.onnx_import import import_onnx
     return import_onnx(onnx_path, name="yolov3_tiny", input_shapes=[SHAPE], output_names=OUTPUTS)
 
 
@@ -63,7 +63,7 @@ def timed(fn) -> float:
 
 
 def compare_speed(graph, sess, x1: np.ndarray, batches: list[int], runs: int) -> None:
-    from tpushell.core.interpreter import run
+    from tpushell.core.graph.interpreter import run
     print(f"{'batch':>5} {'ours ms':>9} {'ort ms':>9} {'ratio':>6} {'ours/img':>9} {'ort/img':>8}"
           f" {'best ours':>10} {'best ort':>9} {'ratio':>6}")
     for n in batches:
@@ -85,7 +85,7 @@ PEAK_SCRIPT = """
 import sys
 from pathlib import Path
 from benchmarks_f32 import our_graph, golden_input, vm_hwm
-from tpushell.core.interpreter import run
+from tpushell.core.graph.interpreter import run
 shared = Path(sys.argv[1])
 g = our_graph(shared / "zoo" / "yolov3-tiny" / "tiny-yolov3-11.onnx")
 x = golden_input(shared)
@@ -115,7 +115,7 @@ def peak_rss(shared: Path) -> tuple[int, int]:
 def profile(graph, x1: np.ndarray, batch: int, runs: int) -> None:
     """Median time per step over `runs` forwards, steps as `run` executes them (a Conv with the
     LeakyRelu and MaxPool it absorbs is one step)."""
-    from tpushell.core.interpreter import schedule
+    from tpushell.core.graph.interpreter import schedule
     x = np.ascontiguousarray(np.repeat(x1, batch, axis=0))
     steps = schedule(graph, list(graph.outputs), frozenset(graph.outputs), fuse=True)
     per_step: list[list[float]] = [[] for _ in steps]

@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from tpushell.core.interpreter import run
-from tpushell.core.lowering import Lowerer
-from tpushell.core.onnx_import import import_onnx
-from tpushell.core.simulate import simulate
-from tpushell.core.tables import read_calibration_table, read_qtable
+from tpushell.core.calibration.tables import read_calibration_table, read_qtable
+from tpushell.core.graph.interpreter import run
+from tpushell.core.graph.onnx_import import import_onnx
+from tpushell.core.quant.lowering import Lowerer
+from tpushell.core.quant.simulate import simulate
 from zoo import shared_dir
 
 REFERENCE_INT8_S = 1.05

@@ -14,11 +14,10 @@ import argparse
 import statistics
 import time
 
-from zoo import shared_dir
-
 from tpushell.core import Session
-from tpushell.core.evaluator import Evaluator
-from tpushell.core.tables import read_calibration_table
+from tpushell.core.calibration.tables import read_calibration_table
+from tpushell.core.search.evaluator import Evaluator
+from zoo import shared_dir
 
 MIDDLE_LAYERS = ("conv4_Conv", "conv5_Conv", "pool9_MaxPool", "conv5_leaky_LeakyRelu",
                  "conv6_Conv")

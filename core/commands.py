@@ -23,10 +23,10 @@ import numpy as np
 
 from .errors import InputFileError, ModelError, OptionError, StateError, TpuError, did_you_mean
 from .fileio import atomic_write, load_npz, save_npz
-from .precision import select_ops
+from .graph.preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
 from .options import parse_floats, parse_names, parse_shapes, parse_tolerance
-from .preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
 from .results import Column, Message, Result, Table
+from .search.precision import select_ops
 from .session import Session
 
 # layer_then_mode: layers, and the precisions once a layer is typed (set_precision)
@@ -168,7 +168,7 @@ def load(session: Session, args: argparse.Namespace) -> Result:
                          input_shapes=parse_shapes(args.input_shapes) if args.input_shapes else None,
                          output_names=parse_names(args.output_names) or None, **preprocess)
     if args.mlir:
-        from .mlir import write_mlir
+        from .graph.mlir import write_mlir
         write_mlir(graph, args.mlir)
     counts = ", ".join(f"{t} {n}" for t, n in sorted(graph.summary().items(), key=lambda kv: -kv[1]))
     rows = [["input", t.name, _shape(t.shape), t.dtype] for t in graph.inputs]
@@ -286,9 +286,9 @@ def set_(session: Session, args: argparse.Namespace) -> Result:
 
 def _check_qtable_on(session: Session, chip: str) -> None:
     """OptionError, chip unchanged, when the session's qtable holds a mode `chip` lacks."""
-    from .chips import CHIPS
     from .errors import QuantizationError
-    from .lowering import resolve_modes
+    from .quant.chips import CHIPS
+    from .quant.lowering import resolve_modes
     if chip not in CHIPS:
         return                                  # settings.set names the valid chips
     try:
@@ -377,12 +377,13 @@ def detect(session: Session, args: argparse.Namespace) -> Result:
     image = args.image
     thresholds = {"score_thres": args.score_thres, "iou_thres": args.iou_thres}
     if args.compare:
+        from .plots.detection import detection_figure
         cmp = session.compare_detections(image, parse_names(args.compare), **thresholds)
-        return _saved(Message(str(cmp), data=cmp, figure=cmp.figure()), args.output)
+        return _saved(Message(str(cmp), data=cmp, figure=detection_figure(cmp)), args.output)
     found = session.detect(image, model=args.model, **thresholds)
     notes = ["No object was detected"] if not found.detections else []
     if args.output:
-        from .draw import draw_detections, save_image
+        from .vision.draw import draw_detections, save_image
         save_image(draw_detections(image, found.detections), args.output)
         notes.append(f"saved {args.output}")
     rows = [[d.name, d.score, _box_text(d.box)] for d in found.detections]
@@ -434,9 +435,10 @@ def plot(session: Session, args: argparse.Namespace) -> Result:
         result = Message(f"thresholds of {len(session.calibration or ())} tensors",
                          data=session.calibration, figure=session.plot_calibration())
     else:
+        from .plots.detection import detection_figure
         cmp = session.compare_detections(args.image, parse_names(args.models))
         result = Message(f"detections on {os.path.basename(args.image)} by {', '.join(cmp.results)}",
-                         data=cmp, figure=cmp.figure())
+                         data=cmp, figure=detection_figure(cmp))
     return _saved(result, args.output)
 
 
@@ -544,7 +546,7 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
 @command("deploy", _deploy_args, category="quantization")
 def deploy(session: Session, args: argparse.Namespace) -> Result:
     """Write the quantized model (the current plan: chip, calibration, qtable) to a file."""
-    from .lowering import needs_calibration
+    from .quant.lowering import needs_calibration
     _ = session.model                          # "no model loaded; load one first" before all else
     if needs_calibration(args.quantize, session.qtable) and getattr(session, "calibration", None) is None:
         raise StateError(f"deploy --quantize {args.quantize} has INT8 layers, which need a calibration "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from typing import IO, Iterator
@@ -61,3 +62,12 @@ def require_file(path: str | os.PathLike, what: str = "file") -> str:
         hint = " (it is a folder)" if os.path.isdir(path) else ""
         raise InputFileError(f"{what} not found: {path}{hint}")
     return path
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

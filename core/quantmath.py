@@ -6,6 +6,8 @@ reference rounds to float32 (casts, dequantization, the multiplier search) do we
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -124,6 +126,22 @@ def requantize(acc: np.ndarray, multiplier: int | np.ndarray, shift: int | np.nd
     v = np.asarray(acc, dtype=np.int64) * np.asarray(multiplier, dtype=np.int64)
     y = right_shift_round(v, shift)
     return y + zero_point if zero_point else y
+
+
+def mul_shift(x: np.ndarray, *, multiplier: int, shift: int, out_signed: bool, zp_in: int = 0,
+              zp_out: int = 0) -> np.ndarray:
+    """The requant between two int8 types (D.8): sat(RightShiftRound((x - zp_in) * m, r) + zp_out)
+    (MulShift when symmetric, RequantInt with zero points)."""
+    v = right_shift_round((x.astype(np.int64) - zp_in) * multiplier, shift)
+    return to_codes(v + zp_out, out_signed)
+
+
+def lut_kernel(fn: Callable[[np.ndarray], np.ndarray], signed: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """An elementwise function of int8/uint8 codes as a 256-entry table lookup (exact: the
+    table is `fn` applied to every possible code)."""
+    codes = np.arange(256, dtype=np.uint8)
+    lut = fn(codes.view(np.int8) if signed else codes)
+    return lambda x: np.take(lut, x.view(np.uint8))
 
 
 # ---- casts between float and integer codes (tpu.Cast, D.3) ---------------------------------------

@@ -18,14 +18,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .chips import CHIP_NAMES
+from .calibration.tables import CalibrationTable, LossTable, QTable, QTableDiff
 from .errors import OptionError, StateError, TpuWarning, did_you_mean
-from .interpreter import run as run_graph
-from .ir import Graph
-from .preprocess import PreprocessConfig
-from .precision import Edit, EditHistory
+from .graph.interpreter import run as run_graph
+from .graph.ir import Graph
+from .graph.preprocess import PreprocessConfig
 from .progress import ProgressFn
-from .tables import CalibrationTable, LossTable, QTable, QTableDiff
+from .quant.chips import CHIP_NAMES
+from .search.precision import Edit, EditHistory
 
 FP_TYPES = ("auto", "F16", "BF16", "F32")
 COSINE_SCALES = ("true", "reference")
@@ -100,7 +100,7 @@ class Session:
              output_names: Sequence[str] | None = None, **preprocess: Any) -> Graph:
         """Load an .onnx, darknet .cfg (+ .weights as model_data) or .mlir model; preprocessing
         options (scale, mean, pixel_format, keep_aspect_ratio, pad_value, ...) are kept with it."""
-        from .loader import load_model
+        from .graph.loader import load_model
         graph = load_model(model, model_data=model_data, name=name, input_shapes=input_shapes,
                            output_names=output_names, preprocess=preprocess)
         self.graph = graph
@@ -117,7 +117,7 @@ class Session:
 
     def preprocess(self, images: str | os.PathLike | Sequence[str | os.PathLike]) -> np.ndarray:
         """Image file(s) -> float32 batch in the model's input layout, with its preprocessing."""
-        from .preprocess import preprocess_images
+        from .graph.preprocess import preprocess_images
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         return preprocess_images(paths, self.preprocess_config)
 
@@ -137,7 +137,7 @@ class Session:
             return self.simulate(x, outputs=outputs, keep_all=keep_all)
         return run_graph(self.model, self.feeds(x), outputs, keep_all=keep_all)
 
-    # ---- calibration (core/calibrate.py, core/tables.py) -------------------------------------------
+    # ---- calibration (core/calibration/calibrate.py, core/calibration/tables.py) -------------------------------------------
     def calibrate(self, dataset: str | os.PathLike | None = None, *,
                   data_list: str | os.PathLike | None = None, input_num: int = 0, method: str = "kl",
                   tune_num: int = 5, tune_list: str | os.PathLike | None = None,
@@ -148,8 +148,8 @@ class Session:
         aciq_gauss, aciq_laplace. Sets `self.calibration`; `all_methods` (slower) keeps every
         method's statistics so `plot_histogram` can compare them; `histogram="one_pass"` with
         `tune_steps=21` reproduces TPU-MLIR 1.30.2's tables (order-dependent)."""
-        from .calibrate import calibrate_samples
-        from .dataset import select_samples
+        from .calibration.calibrate import calibrate_samples
+        from .calibration.dataset import select_samples
         samples = select_samples(dataset, data_list, input_num)
         if self.dataset is None and self.data_list is None:     # checks and searches use it too
             self.use_data(dataset, data_list=data_list)
@@ -164,8 +164,8 @@ class Session:
     def load_calibration(self, path: str | os.PathLike) -> CalibrationTable:
         """Read a calibration table (ours or the reference's); every float tensor of the loaded model
         needs a row, else CalibrationError naming the file and the missing tensors."""
-        from .calibrate import check_table
-        from .tables import read_calibration_table
+        from .calibration.calibrate import check_table
+        from .calibration.tables import read_calibration_table
         table = read_calibration_table(path)
         if self.graph is not None:
             check_table(self.graph, table)
@@ -174,7 +174,7 @@ class Session:
 
     def save_calibration(self, path: str | os.PathLike) -> str:
         """Write the session's calibration table (v1.3 format, atomically); returns the path."""
-        from .tables import write_calibration_table
+        from .calibration.tables import write_calibration_table
         if self.calibration is None:
             raise StateError(NO_CALIBRATION)
         write_calibration_table(path, self.calibration)
@@ -183,7 +183,7 @@ class Session:
     def plot_histogram(self, tensor: str):
         """Figure: `tensor`'s |x| histogram from the last calibrate(), with |min|, max, each
         collected method's threshold and the table's threshold."""
-        from .calibrate import method_thresholds
+        from .calibration.calibrate import method_thresholds
         from .plots.calibration import histogram_figure
         stats = self.calibration_stats
         if stats is None:
@@ -208,19 +208,19 @@ class Session:
             raise StateError(NO_CALIBRATION)
         return table_figure(self.calibration)
 
-    # ---- detection (core/detect.py) ---------------------------------------------------------------
+    # ---- detection (core/vision/detect.py) ---------------------------------------------------------------
     def detector(self, model: str | os.PathLike = "f32"):
-        """A `core.detect.Detector`: "f32" = the loaded model, "int8" = its all-INT8 plan,
+        """A `core.vision.detect.Detector`: "f32" = the loaded model, "int8" = its all-INT8 plan,
         "mixed" = the plan with the current qtable, or a model file (.onnx/.cfg/.mlir)."""
-        from .detect import graph_detector, graph_heads, open_detector
+        from .vision.detect import graph_detector, graph_heads, open_detector
         kind = model.lower() if isinstance(model, str) else None
         if kind == "f32":
             return graph_detector(self.model, name="F32", preprocess=self.preprocess_config)
         if kind not in ("int8", "mixed"):
             return open_detector(model)
-        from .simulate import simulate
-        from .tables import QTable
-        from .yolo import YoloSpec
+        from .calibration.tables import QTable
+        from .quant.simulate import simulate
+        from .vision.yolo import YoloSpec
         if kind == "mixed" and not len(self.qtable):
             raise StateError("detect with model 'mixed' needs a qtable: load one or run a search "
                              "first (without one, mixed is the INT8 model)")
@@ -235,8 +235,8 @@ class Session:
                score_thres: float | None = None, iou_thres: float | None = None,
                names: Sequence[str] | None = None):
         """YOLO detections on one image: boxes (original pixels) with class names and scores."""
-        from .detect import detect_images
-        from .yolo import DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES
+        from .vision.detect import detect_images
+        from .vision.yolo import DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES
         return detect_images(self.detector(model), [image],
                              score_thres=DEFAULT_SCORE_THRES if score_thres is None else score_thres,
                              iou_thres=DEFAULT_IOU_THRES if iou_thres is None else iou_thres,
@@ -247,8 +247,8 @@ class Session:
                            score_thres: float | None = None, iou_thres: float | None = None,
                            names: Sequence[str] | None = None):
         """Side by side: each model's detections on `image` against the first model's
-        (`.figure()` draws them). Default: f32, int8, and mixed when a qtable is set."""
-        from .detect import compare_detections
+        (`plots.detection.detection_figure` draws them). Default: f32, int8, and mixed when a qtable is set."""
+        from .vision.detect import compare_detections
         if models is None:
             models = ["f32", "int8"] + (["mixed"] if len(self.qtable) else [])
         found = {}
@@ -262,8 +262,8 @@ class Session:
     def load_qtable(self, path: str | os.PathLike) -> QTable:
         """Read a qtable and make it current; its op names and modes are checked against the
         model and chip first (errors name the file and line; the current qtable is kept)."""
-        from .lowering import resolve_modes
-        from .tables import read_qtable
+        from .calibration.tables import read_qtable
+        from .quant.lowering import resolve_modes
         q = read_qtable(path)
         resolve_modes(self.model, self.settings.chip, "INT8", q)
         self._edit(q, f"load {os.fspath(path)}")
@@ -271,7 +271,7 @@ class Session:
 
     def lowerer(self, asymmetric: bool = False):
         """The Lowerer of the current model, calibration table and chip (cached)."""
-        from .lowering import Lowerer
+        from .quant.lowering import Lowerer
         table = getattr(self, "calibration", None)
         key = (id(self.model), id(table), self.settings.chip, asymmetric)
         if self._lowering is None or self._lowering[0] != key:
@@ -292,31 +292,31 @@ class Session:
     def simulate(self, x: np.ndarray | dict[str, np.ndarray], *, outputs: Sequence[str] | None = None,
                  keep_all: bool = False, codes: bool = False, mode: str = "INT8") -> dict[str, np.ndarray]:
         """Run a batch through the current plan: float32 values (integer codes with `codes`)."""
-        from .simulate import simulate
+        from .quant.simulate import simulate
         return simulate(self.plan(mode), self.feeds(x), outputs, keep_all=keep_all, codes=codes)
 
     def deploy(self, path: str | os.PathLike, quantize: str = "INT8", *, asymmetric: bool = False,
                **options: Any):
         """Write the current plan (`quantize` for the whole model, the qtable per op) as a model
         file: tpushell's simulator container (.bmodel/.cvimodel/.tpsm) or a QDQ .onnx. Options
-        as core.deploy.deploy: test_input, test_reference, tolerance, compare_all, excepts."""
-        from .deploy import deploy
+        as core.quant.deploy.deploy: test_input, test_reference, tolerance, compare_all, excepts."""
+        from .quant.deploy import deploy
         return deploy(self.plan(quantize, asymmetric=asymmetric), path, progress=self.progress,
                       **options)
 
-    # ---- mixed precision: edits, re-check, search (core/evaluator.py, core/search*.py) --------
+    # ---- mixed precision: edits, re-check, search (core/search/) --------
     def use_data(self, dataset: str | os.PathLike | None = None, *,
                  data_list: str | os.PathLike | None = None) -> None:
         """Where the working sample set comes from (a folder or a list file): its first
         `settings.samples` samples in the reference's order (sorted, shuffled with seed 1684)."""
-        from .dataset import select_samples
+        from .calibration.dataset import select_samples
         select_samples(dataset, data_list, input_num=1)        # errors now, naming the source
         self.dataset = os.fspath(dataset) if dataset else None
         self.data_list = os.fspath(data_list) if data_list else None
 
     def working_set(self, samples: int | None = None) -> dict[str, np.ndarray]:
         """The first `samples` (default: the setting) samples of the data, as one batch."""
-        from .dataset import load_batches, select_samples
+        from .calibration.dataset import load_batches, select_samples
         if self.dataset is None and self.data_list is None:
             raise StateError("no sample data for checks and searches: calibrate on a dataset, or "
                              "give a folder with `data FOLDER` (Session.use_data in Python)")
@@ -329,9 +329,9 @@ class Session:
         return next(iter(load_batches(picked, self.model, batch_size=len(picked))))
 
     def evaluator(self):
-        """The incremental evaluator (core/evaluator.py) of the current model, calibration,
+        """The incremental evaluator (core/search/evaluator.py) of the current model, calibration,
         chip and working set; its cached values survive precision edits."""
-        from .evaluator import Evaluator
+        from .search.evaluator import Evaluator
         key = (id(self.lowerer()), self.dataset, self.data_list, self.settings.samples)
         if self._working is None or self._working[0] != key:
             self._working = (key, Evaluator(self.model, self.working_set()))
@@ -340,8 +340,8 @@ class Session:
     def set_precision(self, layers: str | Sequence[str], mode: str) -> Edit:
         """Set ops to `mode` (INT8, F16, BF16, F32 as the chip allows) by op name, glob or op
         type; INT8 removes the override. Undoable; an unknown name suggests the closest ones."""
-        from .chips import check_mode, get_chip
-        from .precision import select_ops, with_modes
+        from .quant.chips import check_mode, get_chip
+        from .search.precision import select_ops, with_modes
         m = check_mode(get_chip(self.settings.chip), mode, "precision")
         selectors = [layers] if isinstance(layers, str) else list(layers)
         ops = list(dict.fromkeys(op for sel in selectors for op in select_ops(self.model, sel)))
@@ -371,8 +371,8 @@ class Session:
         `own` adds each layer's own error (its inputs taken from F32); `layers` (names, globs or
         op types) limits the layers; layers under `min_layer_cos` (in `scale`: true, or
         reference for 0.5+0.5*cos) are marked."""
-        from .precision import select_ops
-        from .search import check_cos, to_true_cos
+        from .search.precision import select_ops
+        from .search.space import check_cos, to_true_cos
         if min_layer_cos is not None:
             min_layer_cos = to_true_cos(check_cos(min_layer_cos, "min_layer_cos"), scale)
         ev = self.evaluator()
@@ -398,9 +398,10 @@ class Session:
         `max_float` caps the float layers (reference default: a quarter of the ops).
         `low_memory` runs on a separate evaluator that forgets values as the walk passes them
         (for large sample counts; the session's cached values are not reused or kept)."""
-        from .chips import resolve_fp_type
-        from .evaluator import Evaluator
-        from .search import SearchSpace, check_cos, parse_compare_layers, run_search, to_true_cos
+        from .quant.chips import resolve_fp_type
+        from .search import run_search
+        from .search.evaluator import Evaluator
+        from .search.space import SearchSpace, check_cos, parse_compare_layers, to_true_cos
         expected = to_true_cos(check_cos(expected_cos, "expected_cos"), scale)
         min_layer = to_true_cos(check_cos(min_layer_cos, "min_layer_cos"), scale)
         n = samples or self.settings.samples
@@ -423,8 +424,8 @@ class Session:
 
     def save_qtable(self, path: str | os.PathLike) -> str:
         """Write the current qtable in the reference's v1.3 format (atomically); returns the path."""
-        from .chips import get_chip, resolve_fp_type
-        from .tables import write_qtable
+        from .calibration.tables import write_qtable
+        from .quant.chips import get_chip, resolve_fp_type
         fp = resolve_fp_type(get_chip(self.settings.chip), self.settings.fp_type)
         write_qtable(path, self.qtable, chip=self.settings.chip, mix_mode=fp)
         return os.fspath(path)
@@ -432,7 +433,7 @@ class Session:
     def diff_qtables(self, a: QTable | str | os.PathLike | None = None,
                      b: QTable | str | os.PathLike | None = None) -> QTableDiff:
         """Per-op differences of two qtables (objects or files; None is the current one)."""
-        from .tables import diff_qtables, read_qtable
+        from .calibration.tables import diff_qtables, read_qtable
 
         def table(q):
             if q is None:

@@ -15,7 +15,6 @@ only then swaps it into the session, so a failed open leaves the session as it w
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import warnings
@@ -24,25 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from .calibrate import METHODS, Statistics, TensorStats, check_table
+from .calibration.calibrate import METHODS, Statistics, TensorStats, check_table
+from .calibration.tables import CalibrationTable, CalRow, LossRow, LossTable, QTable
 from .errors import InputFileError, StateError, TpuError, TpuWarning
-from .fileio import atomic_write, require_file
-from .precision import Edit, EditHistory
+from .fileio import atomic_write, file_sha256, require_file
+from .search.precision import Edit, EditHistory
 from .session import Session
-from .tables import CalibrationTable, CalRow, LossRow, LossTable, QTable
 
 FORMAT = "tpushell-workspace"
 VERSION = 2
 READS = (1, 2)       # version 1 had no tables; what it lacks opens empty
-
-
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _reference(path: str | None, base: str) -> dict[str, str] | None:
@@ -252,7 +242,7 @@ def open_workspace(session: Session, path: str | os.PathLike) -> Session:
 def _build(doc: dict[str, Any], base: str, path: str, progress) -> Session:
     """A new session with the model, settings, sample data, tables, edits and journal of `doc`;
     the tables are checked against the model and chip."""
-    from .lowering import resolve_modes
+    from .quant.lowering import resolve_modes
     fresh = Session(progress=progress)
     model = _resolve(doc["model"], base, path, "model")
     model_data = _resolve(doc.get("model_data"), base, path, "model data")

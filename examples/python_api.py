@@ -45,7 +45,7 @@ def main(workdir: str = ".") -> None:
     print(f"F32 finds {len(found)} object(s):")
     print(found)
 
-    from tpushell.core.draw import draw_detections, save_image
+    from tpushell.core.vision.draw import draw_detections, save_image
     out = os.path.join(workdir, "yolov3_f32_api.jpg")
     save_image(draw_detections(image, found.detections), out)
     print(f"boxes drawn on {out}")

@@ -25,10 +25,15 @@ from types import MethodType
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
-
 from tpushell.core import Session
-from tpushell.core.commands import (COMMANDS, QUANTIZE_MODES, attempt, build_parser, completion_kinds,
-                                    subparsers)
+from tpushell.core.commands import (
+    COMMANDS,
+    QUANTIZE_MODES,
+    attempt,
+    build_parser,
+    completion_kinds,
+    subparsers,
+)
 from tpushell.core.results import Result
 
 

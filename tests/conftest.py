@@ -60,7 +60,7 @@ def yolo_onnx(zoo) -> Path:
 @pytest.fixture(scope="session")
 def yolo_graph(yolo_onnx):
     """The tutorial's graph: tiny-yolov3 cut at the two transposed heads (read-only: copy to edit)."""
-    from tpushell.core.onnx_import import import_onnx
+    from tpushell.core.graph.onnx_import import import_onnx
     return import_onnx(yolo_onnx, name="yolov3_tiny", input_shapes=[[1, 3, 416, 416]],
                        output_names=["transpose_output1", "transpose_output"])
 

@@ -1,5 +1,5 @@
 """Test fixtures for the evaluator and the searches: a tiny CNN with one fragile layer and a
-calibration table measured on it (the plans come from the real lowering, core/lowering.py).
+calibration table measured on it (the plans come from the real lowering, core/quant/lowering.py).
 
 The fragile layer `f_Conv` has weights with a huge dynamic range: each output channel gives an
 input channel that is always zero a weight 1000 times the others, so at its per-channel INT8 weight
@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-from tpushell.core.interpreter import run
-from tpushell.core.ir import Graph
-from tpushell.core.onnx_import import import_onnx
-from tpushell.core.tables import CalibrationTable, CalRow
+from tpushell.core.calibration.tables import CalibrationTable, CalRow
+from tpushell.core.graph.interpreter import run
+from tpushell.core.graph.ir import Graph
+from tpushell.core.graph.onnx_import import import_onnx
 
 
 def fragile_onnx(path, seed: int = 0) -> str:

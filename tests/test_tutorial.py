@@ -10,8 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-
-from tpushell.core.tables import read_calibration_table, read_qtable
+from tpushell.core.calibration.tables import read_calibration_table, read_qtable
 
 pytestmark = pytest.mark.zoo
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ place that says which ops exist.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -50,6 +50,20 @@ def lookup(op_type: str, opset: int = DEFAULT_OPSET) -> OpFn:
 def eval_op(op_type: str, *inputs: Any, opset: int = DEFAULT_OPSET, **attrs: Any) -> Any:
     """Run one op on arrays, without a graph: `eval_op("Relu", x)`."""
     return lookup(op_type, opset)(*inputs, **attrs)
+
+
+def with_slots(fn: OpFn, slots: Sequence[np.ndarray | None | str], attrs: dict[str, Any]) -> OpFn:
+    """`fn` called ONNX-style: the weights in `slots`, activations in the None slots in order,
+    None for absent optional inputs ("" slots)."""
+    acts = [i for i, w in enumerate(slots) if w is None]
+    base = [None if isinstance(w, str) else w for w in slots]
+
+    def call(*xs: np.ndarray) -> Any:
+        ins = list(base)
+        for i, x in zip(acts, xs):
+            ins[i] = x
+        return fn(*ins, **attrs)
+    return call
 
 
 def as_tuple(result: Any) -> tuple[np.ndarray, ...]:

@@ -22,7 +22,7 @@ def _box(ax: Any, det: Any, color: Any, style: str, text: str) -> None:
 
 
 def _rgb(class_id: int) -> tuple[float, float, float]:
-    from ..draw import class_color
+    from ..vision.draw import class_color
     return tuple(c / 255 for c in class_color(class_id))
 
 
@@ -40,9 +40,10 @@ def _panel(ax: Any, image: Any, title: str, solid: Sequence[Any], gained: Sequen
 
 
 def detection_figure(comparison: Any):
-    """A Figure with one panel per model of a `core.detect.DetectionComparison`."""
+    """A Figure with one panel per model of a `core.vision.detect.DetectionComparison`."""
     from matplotlib.figure import Figure
-    from ..preprocess import read_image
+
+    from ..graph.preprocess import read_image
     image = read_image(comparison.image, "rgb")
     names = list(comparison.results)
     h, w = image.shape[:2]

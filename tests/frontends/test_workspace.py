@@ -7,13 +7,11 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-
-from tpushell.core import Session
-from tpushell.core.errors import InputFileError, StateError, TpuWarning
-from tpushell.core.tables import LossRow, LossTable
-from tpushell.core.workspace import open_workspace, save_workspace
-
 from shelldrive import tiny_model
+from tpushell.core import Session
+from tpushell.core.calibration.tables import LossRow, LossTable
+from tpushell.core.errors import InputFileError, StateError, TpuWarning
+from tpushell.core.workspace import open_workspace, save_workspace
 
 
 @pytest.fixture
@@ -131,7 +129,7 @@ def _damaged_copy(folder, edit):
 def test_calibration_statistics_come_back_so_histograms_plot_after_open(tiny, methods):
     """Histograms, per-sample sums and percentile tails, exactly: every method's threshold and the
     plotted figure are those of the session that calibrated."""
-    from tpushell.core.calibrate import method_thresholds
+    from tpushell.core.calibration.calibrate import method_thresholds
     s = Session()
     s.load(tiny)
     s.calibrate(_tiny_samples(tiny.parent), **methods)

@@ -83,7 +83,7 @@ def test_tutorial_int8_step_with_a_deployed_model(zoo, golden, tmp_path, monkeyp
     """Tutorial 'Step 4: Run model': detect_yolov3.py on the deployed INT8 model (deployed here
     from the reference's calibration table), as the chip computes it."""
     from tpushell.core import Session
-    from tpushell.core.tables import read_calibration_table
+    from tpushell.core.calibration.tables import read_calibration_table
     s = Session()
     s.load(zoo / "yolov3-tiny" / "tiny-yolov3-11.onnx", input_shapes=[[1, 3, 416, 416]],
            output_names=["transpose_output1", "transpose_output"], scale=[0.0039216] * 3,

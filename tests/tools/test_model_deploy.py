@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from tpushell.core.deploy import load_deployed
+from tpushell.core.graph.mlir import write_mlir
 from tpushell.core.metrics import cosine
-from tpushell.core.mlir import write_mlir
+from tpushell.core.quant.deploy import load_deployed
+
 from tpushell.tools import model_deploy, model_runner
 
 pytestmark = pytest.mark.zoo
@@ -26,7 +26,7 @@ def workspace(tmp_path_factory, yolo_graph, golden):
     """The tutorial's workspace after steps 1-2: yolov3_tiny.mlir and yolov3_cali_table."""
     work = tmp_path_factory.mktemp("workspace")
     graph = yolo_graph.copy()
-    from tpushell.core.loader import make_preprocess
+    from tpushell.core.graph.loader import make_preprocess
     graph.preprocess = make_preprocess(graph, dict(scale=[0.0039216] * 3, pixel_format="rgb",
                                                    keep_aspect_ratio=True, pad_value=128))
     write_mlir(graph, work / "yolov3_tiny.mlir")

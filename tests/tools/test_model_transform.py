@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from tpushell.core.graph.mlir import read_mlir
+from tpushell.core.graph.onnx_reference import run_onnxruntime
 
-from tpushell.core.mlir import read_mlir
-from tpushell.core.onnx_reference import run_onnxruntime
 from tpushell.tools import model_runner, model_transform
 
 TUTORIAL = ("--model_name yolov3_tiny --model_def ../tiny-yolov3-11.onnx --input_shapes [[1,3,416,416]] "

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tpushell.core.calibration.tables import read_calibration_table
 
-from tpushell.core.tables import read_calibration_table
 from tpushell.tools import run_calibration
 
 CUT = ["--output_names", "transpose_output1,transpose_output"]

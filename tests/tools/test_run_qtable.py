@@ -6,13 +6,17 @@ import re
 
 import numpy as np
 import pytest
-
-from tpushell.core.onnx_import import import_onnx
-from tpushell.core.tables import (CalibrationTable, CalRow, read_loss_table, read_qtable,
-                                  write_calibration_table)
-from tpushell.tools.run_qtable import main
-
 from searchkit import fragile_onnx, max_table, samples
+from tpushell.core.calibration.tables import (
+    CalibrationTable,
+    CalRow,
+    read_loss_table,
+    read_qtable,
+    write_calibration_table,
+)
+from tpushell.core.graph.onnx_import import import_onnx
+
+from tpushell.tools.run_qtable import main
 
 TRUE_TARGET = 0.999
 

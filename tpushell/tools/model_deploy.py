@@ -14,12 +14,12 @@ import sys
 import time
 from typing import Sequence
 
-from tpushell.core.chips import CHIP_NAMES, MODES
-from tpushell.core.deploy import ValidationError, deploy
+from tpushell.core.calibration.tables import read_calibration_table, read_qtable
 from tpushell.core.errors import CalibrationError
-from tpushell.core.loader import load_model
-from tpushell.core.lowering import Lowerer, needs_calibration
-from tpushell.core.tables import read_calibration_table, read_qtable
+from tpushell.core.graph.loader import load_model
+from tpushell.core.quant.chips import CHIP_NAMES, MODES
+from tpushell.core.quant.deploy import ValidationError, deploy
+from tpushell.core.quant.lowering import Lowerer, needs_calibration
 
 from .common import parse_names, parse_tolerance, progress_bar, run_tool
 

@@ -11,11 +11,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from tpushell.core.deploy import DEPLOYED_SUFFIXES, is_deployed_model, load_deployed
 from tpushell.core.fileio import save_npz
-from tpushell.core.interpreter import run
-from tpushell.core.loader import load_model
-from tpushell.core.transform import test_feeds
+from tpushell.core.graph.interpreter import run
+from tpushell.core.graph.loader import load_model
+from tpushell.core.graph.transform import test_feeds
+from tpushell.core.quant.deploy import DEPLOYED_SUFFIXES, is_deployed_model, load_deployed
 
 from .common import run_tool
 

@@ -14,8 +14,8 @@ import time
 from typing import Sequence
 
 from tpushell.core.errors import OptionError
-from tpushell.core.preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
-from tpushell.core.transform import transform
+from tpushell.core.graph.preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
+from tpushell.core.graph.transform import transform
 
 from .common import parse_floats, parse_names, parse_shapes, parse_tolerance, run_tool
 

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Sequence
 
-from tpushell.core.calibrate import METHODS
+from tpushell.core.calibration.calibrate import METHODS
 from tpushell.core.errors import InputFileError, OptionError
 from tpushell.tools.common import progress_bar, run_tool
 
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_debug_cmd(text: str, method: str) -> dict:
     """Calibration keywords from --debug_cmd 'tune_steps=21;one_pass_histogram'-style text."""
-    from tpushell.core.thresholds import TUNE_STEPS
+    from tpushell.core.calibration.thresholds import TUNE_STEPS
     found = {"method": method, "tune_steps": TUNE_STEPS, "histogram": "two_pass"}
     for item in filter(None, (t.strip() for t in text.replace(",", ";").split(";"))):
         key, _, value = item.partition("=")

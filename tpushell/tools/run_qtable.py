@@ -37,7 +37,7 @@ not available: --debug_cmd (run_bias_correction, visual_tensor, ...) and the hid
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tpushell.core.chips import CHIP_NAMES
+    from tpushell.core.quant.chips import CHIP_NAMES
     from tpushell.core.search import SEARCH_METHODS
     p = argparse.ArgumentParser(prog="run_qtable.py", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     from tpushell.core import Session
+    from tpushell.core.calibration.tables import loss_rows, write_loss_table, write_qtable
     from tpushell.core.errors import OptionError
     from tpushell.core.metrics import reference_cos
-    from tpushell.core.search import check_cos, to_true_cos
-    from tpushell.core.tables import loss_rows, write_loss_table, write_qtable
+    from tpushell.core.search.space import check_cos, to_true_cos
     start = time.perf_counter()
     args = build_parser().parse_args(argv)
     expected = to_true_cos(check_cos(args.expected_cos, "--expected_cos"), "reference")

@@ -1,0 +1,33 @@
+"""Mixed-precision search: which layers to take out of INT8 so the outputs reach a target cosine.
+
+    space = SearchSpace(evaluator, make_plan, float_mode="F16")     # core/search/space.py
+    result = run_search(space, "greedy", expected_cos=0.9998, min_layer_cos=0.998)
+    result.qtable, result.loss_table, print(result)
+
+One module per search: `reference.py` (the tutorial's run_qtable walk), `greedy.py` (the better
+search, seeded by the walk). `space.py` holds what they share: the search space over the
+incremental evaluator (core/search/evaluator.py), trials, curves and results. Every cosine here
+is a true cosine (the tools convert to the reference's 0.5+0.5*cos).
+"""
+from __future__ import annotations
+
+from ..errors import OptionError
+from .greedy import greedy_search
+from .reference import reference_search
+from .space import SearchResult, SearchSpace
+
+SEARCH_METHODS = ("reference", "greedy")
+
+
+def run_search(space: SearchSpace, method: str, *, expected_cos: float, min_layer_cos: float,
+               time_budget: float | None = None, max_float: int | None = None) -> SearchResult:
+    """Run the search called `method` (`reference` or `greedy`)."""
+    if max_float is not None and max_float < 1:
+        raise OptionError(f"max_float_layers {max_float} is not valid; give 1 or more")
+    if method == "reference":
+        return reference_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos,
+                                max_float=max_float)
+    if method == "greedy":
+        return greedy_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos,
+                             time_budget=time_budget, max_float=max_float)
+    raise OptionError(f"unknown search '{method}'; choose one of {', '.join(SEARCH_METHODS)}")

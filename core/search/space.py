@@ -1,0 +1,206 @@
+"""What every search works on: the space of precision plans over the incremental evaluator, the
+trials and curve points a search records, and its result (qtable, loss table, curve).
+
+    space = SearchSpace(evaluator, make_plan, float_mode="F16")
+    cos = space.evaluate(["conv3_Conv"])      # output cosine with that layer in float
+    result.qtable, result.loss_table, result.curve
+
+Every cosine here is a true cosine (the tools convert to the reference's 0.5+0.5*cos).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ..calibration.tables import LossRow, LossTable, QTable
+from ..errors import ModelError, OptionError, did_you_mean
+from ..metrics import reference_cos, true_cos
+from ..progress import ProgressFn
+from .cost import PlanCost, plan_cost
+from .evaluator import Evaluator
+
+
+def check_cos(value: float, option: str) -> float:
+    """`value` if it is a cosine target in (0, 1], else OptionError naming `option`."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{option} '{value}' is not a number; give a cosine in (0, 1]") from None
+    if not 0.0 < v <= 1.0:
+        raise OptionError(f"{option} {value} is outside (0, 1]; give a cosine such as 0.99")
+    return v
+
+
+def to_true_cos(value: float, scale: str) -> float:
+    """A cosine given in `scale` (`true`, or `reference` for 0.5+0.5*cos) as a true cosine."""
+    if scale not in ("true", "reference"):
+        raise OptionError(f"cosine scale '{scale}' is not known; use true or reference")
+    return true_cos(value) if scale == "reference" else value
+
+
+def parse_compare_layers(text: str | None) -> dict[str, float] | None:
+    """'a,b' or 'a:0.3,b:0.7' -> {layer: rate} (rates must sum to 1); None for ''/None."""
+    if not text:
+        return None
+    rates: dict[str, float] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, rate = item.partition(":")
+        try:
+            rates[name.strip()] = float(rate) if rate else 1.0
+        except ValueError:
+            raise OptionError(f"--global_compare_layers: '{item}' needs 'layer' or 'layer:rate' "
+                              f"with a number rate") from None
+    weighted = any(":" in item for item in text.split(","))
+    if weighted and abs(sum(rates.values()) - 1.0) > 1e-6:
+        raise OptionError(f"--global_compare_layers rates sum to {sum(rates.values()):g}; "
+                          f"they must sum to 1")
+    return rates
+
+
+@dataclass
+class SearchSpace:
+    """What a search works on: the evaluator (samples, caches), how to lower a qtable into a
+    plan, the float type layers move to, and the tensors whose cosine is the goal."""
+
+    evaluator: Evaluator
+    make_plan: Callable[[QTable], Any]
+    float_mode: str = "F16"
+    rates: dict[str, float] | None = None
+    release: bool = False        # forget values the walk no longer needs (big sample sets)
+    progress: ProgressFn | None = None
+
+    def __post_init__(self) -> None:
+        graph = self.graph
+        for t in self.rates or {}:
+            if t not in set(graph.tensor_names()):
+                raise ModelError(f"--global_compare_layers: no layer '{t}' in model "
+                                 f"'{graph.name}'{did_you_mean(t, graph.op_names)}")
+
+    @property
+    def graph(self):
+        return self.evaluator.graph
+
+    def qtable(self, floats: Iterable[str]) -> QTable:
+        """The qtable setting `floats` to the float type, in the given order."""
+        return QTable({op: self.float_mode for op in floats})
+
+    def use(self, floats: Iterable[str]) -> None:
+        """Make the plan with `floats` in float current (nothing computed yet)."""
+        self.evaluator.set_plan(self.make_plan(self.qtable(floats)))
+
+    def evaluate(self, floats: Iterable[str]) -> float:
+        """Output cosine (true) of the plan with `floats` in float: recomputes what changed."""
+        self.use(floats)
+        return self.evaluator.loss(self.rates)
+
+    def baseline(self) -> list[str]:
+        """Make the all-INT8 plan current, compare every candidate layer and the outputs with
+        F32 in one pass (cached), and return the candidates."""
+        self.use([])
+        found = self.candidates()
+        self.evaluator.layer_cos_many(list(dict.fromkeys(
+            found + list(self.rates or self.graph.outputs))))
+        return found
+
+    def candidates(self) -> list[str]:
+        """Ops the search may move to float: those running INT8 in the current plan, in order,
+        restricted to ancestors of the compare layers when those are given."""
+        modes = self.evaluator.plan.op_modes
+        ops = [op for op in self.graph.op_names if modes.get(op) == "INT8"]
+        if self.rates:
+            needed = {n.name for n in self.graph.upstream(self.rates)}
+            ops = [op for op in ops if op in needed]
+        return ops
+
+    def cost(self, floats: Iterable[str]) -> PlanCost:
+        return plan_cost(self.graph, {op: self.float_mode for op in floats})
+
+
+@dataclass
+class Trial:
+    """One evaluated change: the layer that triggered it, the layers set to float, the output
+    cosine reached, and what the search did with it."""
+
+    layer: str
+    added: tuple[str, ...]
+    cos: float
+    decision: str
+
+
+@dataclass
+class CurvePoint:
+    """The search curve: output cosine against the number of float layers and their cost."""
+
+    floats: int
+    cos: float
+    float_macs: int
+    bytes: int
+
+
+@dataclass
+class SearchResult:
+    """A search's outcome (true cosines); `str()` is the stable text the shell prints."""
+
+    method: str
+    qtable: QTable
+    int8_cos: float
+    mix_cos: float
+    expected_cos: float
+    loss_table: LossTable
+    float_mode: str
+    samples: int
+    reason: str
+    seconds: float = 0.0
+    min_layer_cos: float | None = None
+    trials: list[Trial] = field(default_factory=list)
+    curve: list[CurvePoint] = field(default_factory=list)
+    cost: PlanCost | None = None
+    ranking: dict[str, float] = field(default_factory=dict)   # greedy: output cos per unit
+
+    @property
+    def float_layers(self) -> list[str]:
+        return list(self.qtable.modes)
+
+    @property
+    def reached(self) -> bool:
+        """Whether the final plan meets the target (strictly above, as the reference tests)."""
+        return self.mix_cos > self.expected_cos
+
+    def __str__(self) -> str:
+        def both(c: float) -> str:
+            return f"{c:.6f} (0.5+0.5*cos {reference_cos(c):.6f})"
+        lines = [f"{self.method} search on {self.samples} sample(s): {self.reason}",
+                 f"target output cosine {both(self.expected_cos)}"]
+        if self.min_layer_cos is not None:
+            lines.append(f"min layer cosine {both(self.min_layer_cos)}")
+        lines += [f"int8 output cosine {both(self.int8_cos)}",
+                  f"mix output cosine  {both(self.mix_cos)} with {len(self.qtable)} "
+                  f"{self.float_mode} layer(s): {' '.join(self.qtable) or '-'}"]
+        if self.cost is not None:
+            lines.append(f"estimated cost: {self.cost}")
+        if self.trials:
+            lines.append(f"{len(self.trials)} trial(s):")
+            for t in self.trials:
+                lines.append(f"  {t.layer:<40} +{len(t.added)} -> {t.cos:.6f}  {t.decision}")
+        lines.append(f"{self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def loss_table(space: SearchSpace, rows: Mapping[str, LossRow],
+               candidates: Sequence[str]) -> LossTable:
+    """A row per candidate, worst first: the rows recorded by the walk, the others measured in
+    the current (final) plan."""
+    ev = space.evaluator
+    cos = ev.layer_cos_many([op for op in candidates if op not in rows])
+    full = [rows[op] if op in rows else LossRow(op, float(cos[op].mean()), False)
+            for op in candidates]
+    return LossTable(sorted(full, key=lambda r: r.cos), ev.samples, None, space.float_mode)
+
+
+def point(space: SearchSpace, floats: Sequence[str], cos: float) -> CurvePoint:
+    """A point of the search curve for the float set `floats` reaching output cosine `cos`."""
+    c = space.cost(floats)
+    return CurvePoint(len(floats), cos, c.float_macs, c.bytes)
