@@ -88,6 +88,17 @@ def right_shift_round(v: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
     return np.where(shift < 0, v << np.maximum(-shift, 0), right)
 
 
+def right_shift_round_away(v: np.ndarray, shift: int) -> np.ndarray:
+    """v / 2**shift on int64, rounded half away from zero (-5 >> 1 gives -3): the reference's
+    MatMul and RequantIntAxis mode. A negative shift is a left shift."""
+    v = np.asarray(v, dtype=np.int64)
+    if shift <= 0:
+        return v << -shift
+    half = np.int64(1) << (shift - 1)
+    mag = (np.abs(v) + half) >> shift
+    return np.where(v < 0, -mag, mag)
+
+
 def get_scale_and_shift(f: float, bitwidth: int = 32, positive_only: bool = False) -> tuple[int, int]:
     """Multiplier and shift with m / 2**shift ~= f (the reference's search, D.4).
 

@@ -50,11 +50,13 @@ def fragile_onnx(path, seed: int = 0) -> str:
 
 
 def overflow_graph(tmp_path) -> Graph:
-    """g_Conv -> h_Conv where g's outputs (~1e5) overflow F16 but not a calibrated INT8 scale."""
+    """g_Conv -> h_Conv where g's outputs (~1e5) overflow F16 but not a calibrated INT8 scale
+    (h is 3x3, so the two are not merged as two 1x1 convolutions would be)."""
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array((rng.standard_normal((2, 2, 1, 1)) * 3e4).astype(np.float32), "gw"),
-             numpy_helper.from_array((rng.standard_normal((2, 2, 1, 1)) * 1e-4).astype(np.float32), "hw")]
-    nodes = [helper.make_node("Conv", ["x", "gw"], ["g"]), helper.make_node("Conv", ["g", "hw"], ["h"])]
+             numpy_helper.from_array((rng.standard_normal((2, 2, 3, 3)) * 1e-4).astype(np.float32), "hw")]
+    nodes = [helper.make_node("Conv", ["x", "gw"], ["g"]),
+             helper.make_node("Conv", ["g", "hw"], ["h"], pads=[1, 1, 1, 1])]
     graph = helper.make_graph(nodes, "overflow",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
                               [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 2, 4, 4])],

@@ -33,25 +33,27 @@ from .tables import CalibrationTable
 # Bytes of candidate inputs + outputs evaluated in one call of the op (per worker thread).
 CHUNK_BYTES = 32 << 20
 # Ops that treat every item of axis 0 independently, so candidates can be stacked on it.
-PER_SAMPLE_OPS = {"Conv", "ConvTranspose", "Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool",
-                  "GlobalAveragePool", "GlobalMaxPool", "Sigmoid", "Tanh", "Clip", "HardSigmoid",
-                  "HardSwish", "Softplus", "Elu", "Selu", "Abs", "Neg", "Exp", "Log", "Sqrt", "Erf",
-                  "BatchNormalization", "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Max",
-                  "Min", "Concat", "Softmax", "LogSoftmax"}
+PER_SAMPLE_OPS = {"Conv", "ConvTranspose", "Deconv", "Relu", "LeakyRelu", "PRelu", "MaxPool",
+                  "AveragePool", "AvgPool", "GlobalAveragePool", "GlobalMaxPool", "Sigmoid", "Tanh",
+                  "Clip", "HardSigmoid", "HardSwish", "SiLU", "GELU", "Softplus", "Elu", "Selu", "Abs",
+                  "Neg", "Exp", "Log", "Sqrt", "Erf", "BatchNormalization", "Scale", "Resize",
+                  "Upsample", "Depth2Space", "Add", "Sub", "Mul", "Div", "MulConst", "AddConst",
+                  "SubConst", "Max", "Min", "Concat", "Softmax", "LogSoftmax"}
 
 
 # Ops that only pick, move or zero values of input 0: for a monotone fake quantization f with
 # f(0) = 0, op(f(x)) == f(op(x)) bit for bit, so a candidate's output is f of the FP32 output.
-SELECTING_OPS = {"MaxPool", "GlobalMaxPool", "Relu", "Concat", "Transpose", "Reshape", "Flatten",
-                 "Squeeze", "Unsqueeze", "Identity", "Slice", "Split", "Resize", "Upsample"}
+SELECTING_OPS = {"MaxPool", "GlobalMaxPool", "Relu", "Concat", "Transpose", "Permute", "Reshape",
+                 "Flatten", "Squeeze", "Unsqueeze", "Identity", "Slice", "Split", "Resize", "Upsample",
+                 "Depth2Space"}
 
 
 def _selects_values(graph: Graph, node: Node, quantized: set[str]) -> bool:
     """Whether E's output is made of the values of its quantized inputs only: every input of a
     Concat is quantized; other ops quantize input 0 and take constants (shape, scales) besides.
     Resize must be nearest and not crop-and-resize (which fills with a constant)."""
-    if node.op_type not in SELECTING_OPS:
-        return False
+    if node.op_type not in SELECTING_OPS or node.attrs.get("relu_limit", -1) > 0:
+        return False      # a clipped Relu's limit is not a quantized value
     if node.op_type in ("Resize", "Upsample") and (
             node.attrs.get("mode", "nearest") != "nearest"
             or node.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize"):
@@ -66,7 +68,7 @@ def weight_channel_axis(node: Node) -> int | None:
     """Output-channel axis of the op's weight operand (input 1), None when it has no such weight."""
     if node.op_type == "Conv":
         return 0
-    if node.op_type == "ConvTranspose":
+    if node.op_type in ("ConvTranspose", "Deconv"):
         return 1
     if node.op_type == "MatMul":
         return -1

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 from ..errors import InputFileError, ModelError, OptionError, UnsupportedOpError, did_you_mean
 from ..ops import supported
 from . import passes
+from .canonical import canonicalize
 from .ir import Graph, Node, TensorInfo
 
 MIN_OPSET, MAX_OPSET = 7, 21
@@ -221,12 +222,13 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto, *, name: str | None 
 
 
 def finish_import(graph: Graph, fold_bn: bool = True) -> Graph:
-    """The passes every importer runs: fold constants and shapes, drop identities, fold BN, fuse Relu."""
+    """The passes every importer runs: fold constants and shapes, drop identities, fold BN, then
+    the reference's canonical graph (core/graph/canonical.py)."""
     passes.remove_identities(graph)
     passes.fold_constants(graph)
     if fold_bn:
         passes.fold_batchnorm(graph)
-    passes.fuse_relu(graph)
+    canonicalize(graph)
     passes.batch_agnostic_reshapes(graph)
     passes.prune_onnx_names(graph)
     graph.check()

@@ -1,4 +1,4 @@
-"""Graph passes run at import: cut at outputs, fold constants and shapes, fold BN, fuse Relu.
+"""Graph passes run at import: cut at outputs, fold constants and shapes, fold BN.
 
 Each pass edits the graph in place and returns True when it changed something. `meta["onnx_names"]`
 (IR tensor name -> ONNX tensor name holding the same values) is kept up to date, so that a model
@@ -12,13 +12,7 @@ from ..errors import ModelError, did_you_mean
 from ..ops.conv import bn_factor
 from .interpreter import run
 from .ir import Graph, Node
-
-
-def _redirect(graph: Graph, old: str, new: str) -> None:
-    """Make every reader of tensor `old` read `new` instead (graph outputs included)."""
-    for node in graph.nodes:
-        node.inputs = [new if t == old else t for t in node.inputs]
-    graph.outputs = [new if t == old else t for t in graph.outputs]
+from .rewrite import redirect
 
 
 def cut_outputs(graph: Graph, outputs: list[str]) -> bool:
@@ -42,6 +36,26 @@ def remove_unused_weights(graph: Graph) -> None:
     graph.weights = {k: v for k, v in graph.weights.items() if k in used}
 
 
+def _run_on_zeros(graph: Graph, observe) -> None:
+    feeds = {t.name: np.zeros(t.shape, dtype=t.dtype) for t in graph.inputs}
+    with np.errstate(all="ignore"):
+        run(graph, feeds, graph.outputs, observers=[observe])
+
+
+def record_shapes(graph: Graph) -> None:
+    """Record the static shape and dtype of every activation tensor (one run on zeros)."""
+    shapes = {t.name: tuple(t.shape) for t in graph.inputs}
+    dtypes = {t.name: t.dtype for t in graph.inputs}
+
+    def observe(node: Node, ins, outs) -> None:
+        for t, v in zip(node.outputs, outs):
+            shapes[t] = tuple(int(d) for d in v.shape)
+            dtypes[t] = str(v.dtype)
+
+    _run_on_zeros(graph, observe)
+    graph.shapes, graph.dtypes = shapes, dtypes
+
+
 def fold_constants(graph: Graph) -> bool:
     """Evaluate every node whose value cannot depend on the input data, record all shapes.
 
@@ -49,7 +63,6 @@ def fold_constants(graph: Graph) -> bool:
     or from a node whose inputs are all constant. Constant tensors become weights and their
     producers vanish; every remaining tensor's static shape and dtype are recorded.
     """
-    feeds = {t.name: np.zeros(t.shape, dtype=t.dtype) for t in graph.inputs}
     constant: dict[str, np.ndarray] = {}
     shapes: dict[str, tuple[int, ...]] = {t.name: tuple(t.shape) for t in graph.inputs}
     dtypes: dict[str, str] = {t.name: t.dtype for t in graph.inputs}
@@ -63,8 +76,7 @@ def fold_constants(graph: Graph) -> bool:
             if is_const:
                 constant[t] = np.array(v, copy=True)
 
-    with np.errstate(all="ignore"):
-        run(graph, feeds, graph.outputs, observers=[observe])
+    _run_on_zeros(graph, observe)
     folded = [n for n in graph.nodes if all((not t) or t in constant for t in n.outputs)]
     for node in folded:
         for t in node.outputs:
@@ -86,7 +98,7 @@ def remove_identities(graph: Graph) -> bool:
     for node in list(graph.nodes):
         if node.op_type in ("Identity", "Dropout") and node.outputs[0] not in graph.outputs \
                 and len([o for o in node.outputs if o]) == 1:
-            _redirect(graph, node.outputs[0], node.inputs[0])
+            redirect(graph, node.outputs[0], node.inputs[0])
             graph.nodes.remove(node)
             changed = True
     if changed:
@@ -121,42 +133,13 @@ def fold_batchnorm(graph: Graph) -> bool:
         graph.weights[w_name] = w_new
         graph.weights[b_name] = b_new
         conv.inputs = [conv.inputs[0], w_name, b_name]
-        _redirect(graph, bn.outputs[0], conv.outputs[0])
+        redirect(graph, bn.outputs[0], conv.outputs[0])
         if bn.outputs[0] in onnx_names:
             onnx_names[conv.outputs[0]] = onnx_names.pop(bn.outputs[0])
         graph.nodes.remove(bn)
         graph.changed()
         changed = True
     remove_unused_weights(graph)
-    return changed
-
-
-FUSABLE_RELU = ("Conv", "Gemm", "MatMul", "Add")
-
-
-def fuse_relu(graph: Graph) -> bool:
-    """Fuse a Relu into its single-use producer (Conv, Gemm, MatMul, Add), as the reference does.
-
-    The fused op takes the Relu's name and output tensor and carries `_relu=1`, so calibration
-    tables and qtables written by the reference (which name the fused op after the Relu) match.
-    """
-    changed = False
-    onnx_names = graph.meta.setdefault("onnx_names", {})
-    for relu in [n for n in graph.nodes if n.op_type == "Relu"]:
-        prod = graph.producer(relu.inputs[0])
-        if (prod is None or prod.op_type not in FUSABLE_RELU or prod.attrs.get("_relu")
-                or len(graph.consumers(prod.outputs[0])) != 1
-                or prod.outputs[0] in graph.outputs):
-            continue
-        onnx_names.pop(prod.outputs[0], None)
-        prod.name = relu.name
-        prod.outputs = [relu.outputs[0]] + prod.outputs[1:]
-        prod.attrs["_relu"] = 1
-        graph.nodes.remove(relu)
-        graph.shapes.pop(relu.inputs[0], None)
-        graph.dtypes.pop(relu.inputs[0], None)
-        graph.changed()
-        changed = True
     return changed
 
 

@@ -354,6 +354,7 @@ def Conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
                    leaky=_leaky, pool=_pool)
 
 
+@op("Deconv")  # the reference's name; ONNX ConvTranspose weights and attributes
 @op("ConvTranspose")
 def ConvTranspose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
                   kernel_shape=None, output_padding=None, output_shape=None, pads=None,

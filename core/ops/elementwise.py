@@ -1,4 +1,5 @@
-"""Element-wise ops: activations, arithmetic with broadcasting, comparisons, logic, casts."""
+"""Element-wise ops: activations, arithmetic with broadcasting, comparisons, logic, casts; and
+the reference's canonical element-wise ops (SiLU, GELU, MulConst, AddConst, SubConst, Scale)."""
 from __future__ import annotations
 
 import math
@@ -21,8 +22,10 @@ def _same_type(y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 # ---- activations ---------------------------------------------------------------------------------
 @op("Relu")
-def Relu(x):
-    return np.maximum(x, _same_type(np.zeros((), x.dtype), x))
+def Relu(x, *, relu_limit=-1.0):
+    """ONNX Relu; with `relu_limit` > 0 the reference's clipped Relu (Clip(x, 0, limit))."""
+    y = np.maximum(x, _same_type(np.zeros((), x.dtype), x))
+    return np.minimum(y, np.asarray(relu_limit, x.dtype)) if relu_limit > 0 else y
 
 
 # Elements per block of two-pass element-wise ops: the block is still in cache for the second pass.
@@ -59,6 +62,21 @@ def Sigmoid(x):
     # Split by sign so exp never overflows.
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+@op("SiLU")
+def SiLU(x):
+    """x * sigmoid(x): the reference's fusion of Mul(x, Sigmoid(x))."""
+    return (x * Sigmoid(x)).astype(x.dtype, copy=False)
+
+
+@op("GELU")
+def GELU(x, *, approx_mode="normal"):
+    """0.5 x (1 + erf(x / sqrt 2)) ("normal"), or the tanh approximation ("tanh")."""
+    if approx_mode == "tanh":
+        inner = np.float32(math.sqrt(2 / math.pi)) * (x + np.float32(0.044715) * x * x * x)
+        return (np.float32(0.5) * x * (1 + np.tanh(inner))).astype(x.dtype, copy=False)
+    return (np.float32(0.5) * x * (1 + Erf(x * np.float32(1 / math.sqrt(2))))).astype(x.dtype, copy=False)
 
 
 @op("HardSigmoid")
@@ -169,6 +187,37 @@ def Sub(a, b):
 @op("Mul")
 def Mul(a, b):
     return np.multiply(a, b).astype(np.result_type(a), copy=False)
+
+
+@op("MulConst")
+def MulConst(x, *, const_val):
+    """x times a scalar (the reference's Mul/Div by a one-element constant)."""
+    return (x * np.asarray(const_val, x.dtype)).astype(x.dtype, copy=False)
+
+
+@op("AddConst")
+def AddConst(x, *, const_val, _relu=0):
+    """x plus a scalar (the reference's Add of a one-element constant, Sub of one as -c)."""
+    y = (x + np.asarray(const_val, x.dtype)).astype(x.dtype, copy=False)
+    return np.maximum(y, 0) if _relu else y
+
+
+@op("SubConst")
+def SubConst(x, *, const_val, is_reverse=1):
+    """c - x (`is_reverse`), as the reference converts Sub(scalar, x); x - c otherwise."""
+    c = np.asarray(const_val, x.dtype)
+    return ((c - x) if is_reverse else (x - c)).astype(x.dtype, copy=False)
+
+
+@op("Scale")
+def Scale(x, scale, bias=None, *, _relu=0):
+    """Per-channel affine x * scale[c] + bias[c] along axis 1 (BatchNorm, per-channel Mul/Add)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = x * scale.reshape(shape).astype(x.dtype, copy=False)
+    if bias is not None:
+        y = y + bias.reshape(shape).astype(x.dtype, copy=False)
+    y = y.astype(x.dtype, copy=False)
+    return np.maximum(y, 0) if _relu else y
 
 
 @op("Div")

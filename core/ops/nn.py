@@ -1,4 +1,5 @@
-"""Dense layers, normalisation, softmax and reductions."""
+"""Dense layers, normalisation, softmax and reductions (with the reference's MatMul with bias
+and LayerNorm)."""
 from __future__ import annotations
 
 from functools import partial
@@ -38,8 +39,11 @@ def matmul(a, b):
 
 
 @op("MatMul")
-def MatMul(a, b, *, _relu=0):
+def MatMul(a, b, bias=None, *, _relu=0):
+    """ONNX MatMul; the reference's form adds a bias (Gemm, MatMul + Add of a constant)."""
     y = matmul(a, b)
+    if bias is not None:
+        y = np.add(y, bias, out=y) if y.shape == np.broadcast_shapes(y.shape, bias.shape) else y + bias
     return np.maximum(y, 0, out=y) if _relu else y
 
 
@@ -103,6 +107,27 @@ def LayerNormalization(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type
         y = y + bias
     y = y.astype(x.dtype, copy=False)
     return y if _num_outputs < 2 else (y, mean, inv_std.astype(mean.dtype, copy=False))
+
+
+@op("LayerNorm")
+def LayerNorm(x, scale=None, bias=None, *, axis=-1, epsilon=1e-5):
+    """The reference's LayerNorm over the dims from `axis` on (its fusion of the ReduceMean /
+    Sub / Pow / Sqrt / Div subgraph), as its interpreter computes it: in float32, the sums
+    accumulated element after element, y = (x - mean) * rstd * scale + bias."""
+    axis %= x.ndim
+    lead = x.shape[:axis]
+    rows = np.ascontiguousarray(x, np.float32).reshape(lead + (-1,))
+    n = np.float32(rows.shape[-1])
+    mean = np.cumsum(rows, axis=-1, dtype=np.float32)[..., -1:] / n
+    centred = rows - mean
+    var = np.cumsum(centred * centred, axis=-1, dtype=np.float32)[..., -1:] / n
+    rstd = np.float32(1) / np.sqrt(var + np.float32(epsilon))
+    y = (centred * rstd).reshape(x.shape)
+    if scale is not None:
+        y = y * scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype, copy=False)
 
 
 @op("InstanceNormalization")

@@ -121,6 +121,15 @@ def AveragePool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilat
     return (total / np.maximum(count, 1)).astype(x.dtype, copy=False)
 
 
+@op("AvgPool")
+def AvgPool(x, *, kernel_shape, strides=None, pads=None, count_include_pad=1, ceil_mode=0):
+    """The reference's average pool (AveragePool, GlobalAveragePool and a ReduceMean over H, W)."""
+    if list(kernel_shape) == list(x.shape[2:]) and not any(pads or ()):
+        return GlobalAveragePool(x)
+    return AveragePool(x, kernel_shape=kernel_shape, strides=strides, pads=pads,
+                       count_include_pad=count_include_pad, ceil_mode=ceil_mode)
+
+
 @op("GlobalAveragePool")
 def GlobalAveragePool(x):
     return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=np.float32).astype(x.dtype)

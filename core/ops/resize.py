@@ -188,12 +188,21 @@ def Resize(x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
                   cubic_coeff_a, exclude_outside, extrapolation_value, antialias)
 
 
+def upsample_nearest(x, scale_h: int, scale_w: int):
+    """The reference's Upsample: every pixel repeated scale_h x scale_w times."""
+    return np.repeat(np.repeat(x, int(scale_h), axis=-2), int(scale_w), axis=-1)
+
+
+# ONNX's Upsample, or the reference's canonical form (integer `scale_h`, `scale_w`, nearest):
+# both spellings share the op name, so each version reads either.
 @op("Upsample", since=7)
-def Upsample_7(x, *, mode="nearest", scales):
+def Upsample_7(x, *, mode="nearest", scales=None, scale_h=None, scale_w=None):
+    if scale_h is not None:
+        return upsample_nearest(x, scale_h, scale_w)
     out, sc = output_geometry(x.shape, scales)
     return resize(x, out, sc, mode, "asymmetric", "simple")
 
 
 @op("Upsample", since=9)
-def Upsample(x, scales, *, mode="nearest"):
-    return Upsample_7(x, mode=mode, scales=scales)
+def Upsample(x, scales=None, *, mode="nearest", scale_h=None, scale_w=None):
+    return Upsample_7(x, mode=mode, scales=scales, scale_h=scale_h, scale_w=scale_w)

@@ -32,6 +32,30 @@ def Transpose(x, *, perm=None):
     return np.ascontiguousarray(x.transpose(perm))
 
 
+@op("Permute")
+def Permute(x, *, order):
+    """The reference's name for Transpose (`order` = ONNX's `perm`)."""
+    return np.ascontiguousarray(x.transpose(list(order)))
+
+
+@op("Depth2Space")
+def Depth2Space(x, *, block_h, block_w, is_inversed=0, is_CRD=0):
+    """Depth-to-space (DCR, or CRD with `is_CRD`), or with `is_inversed` space-to-depth, the
+    reference's op for the Focus slices: out[n, (bh*block_w + bw)*C + c, i, j] =
+    in[n, c, i*block_h + bh, j*block_w + bw]."""
+    n, c, h, w = x.shape
+    if is_inversed:
+        y = x.reshape(n, c, h // block_h, block_h, w // block_w, block_w)
+        return np.ascontiguousarray(y.transpose(0, 3, 5, 1, 2, 4)).reshape(
+            n, c * block_h * block_w, h // block_h, w // block_w)
+    oc = c // (block_h * block_w)
+    if is_CRD:
+        y = x.reshape(n, oc, block_h, block_w, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        y = x.reshape(n, block_h, block_w, oc, h, w).transpose(0, 3, 4, 1, 5, 2)
+    return np.ascontiguousarray(y).reshape(n, oc, h * block_h, w * block_w)
+
+
 @op("Squeeze", since=1)
 def Squeeze_1(x, *, axes=None):
     return Squeeze(x, axes)

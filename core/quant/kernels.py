@@ -44,10 +44,11 @@ def _requant(*, in_types, out_types, params, **_) -> Kernel:
     return qm.lut_kernel(fn, in_types[0].signed)
 
 
-def _float(*, op_type, attrs, slots, mode, opset, **_) -> Kernel:
-    """The F32 op on values rounded to `mode`, outputs rounded to `mode` (D.10)."""
+def _float(*, op_type, attrs, slots, mode, opset, params, **_) -> Kernel:
+    """The F32 op on values rounded to `mode`, outputs rounded to `mode` (D.10) unless the step
+    says the reference leaves them in float32 (`round_output` False: F16 LayerNorm)."""
     call = with_slots(lookup(op_type, opset), slots, attrs)
-    if mode == "F32":
+    if mode == "F32" or params.get("round_output", True) is False:
         return call
     round_fn = ROUND[mode.lower()]
 

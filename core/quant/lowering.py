@@ -29,7 +29,8 @@ from ..ops import DEFAULT_OPSET, as_tuple
 from .chips import Chip, check_mode, get_chip, resolve_fp_type
 from .kernels import build_kernel
 from .qtype import F32, RAW, ROUND, QType, cast, float_qtype, int_qtype, requant_params
-from .ranges import Range, tensor_ranges
+from .ranges import Range, propagate, table_ranges
+from .top_optimize import optimize
 from .rules import Int8Op, MissingRange, NoInt8Rule, RuleContext, lower_int8
 
 # Weight inputs of these ops are parameters (scales, sizes), not data: never rounded to F16.
@@ -37,6 +38,29 @@ PARAMETER_INPUTS = ("Resize", "Upsample", "Reshape", "Slice", "Pad", "Tile", "Ex
                     "Unsqueeze", "Gather", "Split")
 # Biases stay float32 in F16/BF16 ops (checked against the reference's F16 conv results).
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
+# Reshape-likes that keep a float input's type rather than casting it to INT8 (ForwardTypePattern).
+FORWARD_TYPE = ("Reshape", "Squeeze", "Unsqueeze", "Tile")
+# Float ops whose output the reference's interpreter leaves in float32 even in F16 (the cast
+# after them rounds): LayerNorm.
+UNROUNDED_FLOAT_OUTPUT = ("LayerNorm",) + FORWARD_TYPE
+# Ops the bm1684x lowering runs in F32 when F16 is asked for (K 6.2, 6.9).
+F32_FOR_F16 = ("SiLU", "Sigmoid", "HardSigmoid", "GELU", "AvgPool")
+F16_MAX = 65504.0
+
+
+def float_mode(node: Node, mode: str, chip: Chip) -> str:
+    """The float mode the chip runs `node` in when `mode` is asked for (the reference's
+    lowering: SiLU, Sigmoid, HardSigmoid, GELU and AvgPool go to F32 for F16 on bm1684x, and a
+    MulConst whose constant exceeds F16's range)."""
+    if mode != "F16" or chip.name != "bm1684x" or "F32" not in chip.modes:
+        return mode
+    if node.op_type in F32_FOR_F16:
+        return "F32"
+    if node.op_type == "MulConst" and abs(float(node.attrs["const_val"])) > F16_MAX:
+        return "F32"
+    return mode
+
+
 # A table that knows fewer than this fraction of the model's tensors is for another model.
 MIN_TABLE_MATCH = 0.5
 
@@ -92,6 +116,7 @@ class QuantPlan:
     op_modes: dict[str, str]
     ranges: dict[str, Range]
     asymmetric: bool = False
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._producer = {t: s for s in self.steps.values() for t in s.outputs}
@@ -102,7 +127,13 @@ class QuantPlan:
 
     @property
     def outputs(self) -> list[str]:
-        return self.graph.outputs
+        """The plan tensors holding the graph outputs (see `tensor`)."""
+        return [self.tensor(t) for t in self.graph.outputs]
+
+    def tensor(self, name: str) -> str:
+        """The plan tensor holding graph tensor `name` (its own name unless the plan renames it,
+        as the reference's INT8 Softmax of a 3-D tensor ends in `<name>__softmax_reshape`)."""
+        return self.aliases.get(name, name)
 
     def producer(self, tensor: str) -> Step | None:
         """The step computing `tensor` (None for graph inputs)."""
@@ -176,17 +207,21 @@ class Lowerer:
 
     def __init__(self, graph: Graph, table: CalibrationTable | None, chip: str | Chip = "bm1684x",
                  *, asymmetric: bool = False) -> None:
-        self.graph = graph
+        self.source = graph
         self.table = table
         self.chip = get_chip(chip)
         self.asymmetric = asymmetric
         if table is not None:
             check_table_matches(graph, table)
-        self.ranges = tensor_ranges(graph, table, self.chip, asymmetric)
+        imported = table_ranges(graph, table, self.chip, asymmetric)
+        # The processor's rewrites (merged Scales, split MatMuls) see the imported ranges and
+        # come before propagation, as in the reference (core/quant/top_optimize.py).
+        self.graph, imported, self.renamed, self.replaced = optimize(graph, imported)
+        self.ranges = propagate(self.graph, imported, self.chip)
         self.opset = int(graph.meta.get("opset", DEFAULT_OPSET))
         self._cache: dict[tuple, Step] = {}
         self._int8: dict[str, Int8Op | NoInt8Rule | MissingRange] = {}
-        self._ctx = RuleContext(graph, self.home, asymmetric, self.opset)
+        self._ctx = RuleContext(self.graph, self.home, asymmetric, self.opset)
 
     # ---- public ---------------------------------------------------------------------------------
     def plan(self, mode: str = "INT8", qtable: QTable | None = None,
@@ -201,11 +236,11 @@ class Lowerer:
         build.add_output_casts()
         build.raise_missing()
         return QuantPlan(self.graph, self.chip, mode, fp, build.steps, build.types,
-                         build.modes, self.ranges, self.asymmetric)
+                         build.modes, self.ranges, self.asymmetric, build.aliases)
 
     def op_modes(self, mode: str, qtable: QTable | None) -> dict[str, str]:
         """Requested mode per op: `mode`, overlaid by the qtable (validated against the chip)."""
-        return resolve_modes(self.graph, self.chip, mode, qtable)
+        return resolve_modes(self.graph, self.chip, mode, qtable, self.replaced)
 
     # ---- cached pieces --------------------------------------------------------------------------
     def home(self, tensor: str) -> QType:
@@ -240,13 +275,19 @@ class _PlanBuilder:
         self.types: dict[str, QType] = {}
         self.modes: dict[str, str] = {}
         self.missing: dict[str, list[str]] = {}
+        # graph tensor -> the plan tensor holding its value, where the plan renames it
+        self.aliases: dict[str, str] = dict(lw.renamed)
         for info in self.g.inputs:
             self.types[info.name] = F32 if info.dtype == "float32" else RAW
 
     def add_op(self, node: Node, mode: str) -> None:
         note = ""
         int8 = None
-        if mode == "INT8":
+        acts = [self.aliases.get(t, t) for t in self.g.activation_inputs(node)]
+        inherited = self._inherited_float(node, acts) if mode == "INT8" else None
+        if inherited is not None:
+            mode, note = inherited, f"takes its input's {inherited} (as the reference)"
+        elif mode == "INT8":
             int8 = self.lw.int8(node)
             if isinstance(int8, NoInt8Rule):
                 mode = self._fallback(int8.mode)
@@ -254,9 +295,13 @@ class _PlanBuilder:
             elif isinstance(int8, MissingRange):
                 self.missing.setdefault(int8.tensor, []).append(node.name)
                 mode, note, int8 = self.fp, "missing calibration", None
-        acts = self.g.activation_inputs(node)
+        else:
+            actual = float_mode(node, mode, self.lw.chip)
+            if actual != mode:
+                mode, note = actual, f"{node.op_type} runs in {actual} for {mode} on {self.lw.chip.name} (as the reference)"
         if int8 is not None:
-            in_types, out_types = int8.in_types, (int8.out_type,)
+            in_types = int8.in_types
+            out_types = int8.out_types or (int8.out_type,)
         else:
             in_types = tuple(self._float_in(t, mode) for t in acts)
             out_types = tuple(self._float_out(t, mode) for t in node.outputs if t)
@@ -265,10 +310,23 @@ class _PlanBuilder:
         step = self.lw.cached(key, lambda: self._op_step(node, mode, inputs, in_types, out_types,
                                                          int8, note, key))
         self._add(step)
+        if step.outputs[-1] != node.outputs[0] and len(node.outputs) == 1:
+            self.aliases[node.outputs[0]] = step.outputs[-1]
         self.modes[node.name] = mode
+
+    def _inherited_float(self, node: Node, acts: list[str]) -> str | None:
+        """A reshape-like op reading a float tensor keeps that float type instead of casting to
+        INT8 first (the reference's ForwardTypePattern: a Reshape after an F16 LayerNorm is F16)."""
+        if node.op_type not in FORWARD_TYPE or len(acts) != 1:
+            return None
+        have = self.types.get(acts[0])
+        if have is None or not have.is_float or have.kind == "f32" or acts[0] in self.g.input_names:
+            return None
+        return have.kind.upper()
 
     def add_output_casts(self) -> None:
         for t in self.g.outputs:
+            t = self.aliases.get(t, t)
             have = self.types[t]
             if have.kind not in ("f32", "raw"):
                 self._cast(t, have, F32, f"{t}_f32", t)
@@ -325,10 +383,12 @@ class _PlanBuilder:
         if int8 is not None:
             # Integer kernels take their weights from `params`: no float weights are kept.
             slots = self._slots(node, mode) if int8.kind in ("same_scale", "table") else ()
-            return Step(node.name, node.op_type, "INT8", inputs, outs, in_types, out_types,
-                        int8.kind, slots=slots, params=int8.params, **common)
+            name = int8.outputs[-2] if len(int8.outputs) > 1 else node.name
+            return Step(name, node.op_type, "INT8", inputs, int8.outputs or outs, in_types,
+                        out_types, int8.kind, slots=slots, params=int8.params, **common)
+        params = {"round_output": False} if node.op_type in UNROUNDED_FLOAT_OUTPUT else {}
         return Step(node.name, node.op_type, mode, inputs, outs, in_types, out_types, "float",
-                    slots=self._slots(node, mode), **common)
+                    slots=self._slots(node, mode), params=params, **common)
 
     def _slots(self, node: Node, mode: str) -> tuple:
         """The op's weights per input slot (None for an activation, "" for an absent optional
@@ -363,23 +423,29 @@ def _cast_step(name: str, tensor: str, have: QType, need: QType, consumer: str,
                 key=key)
 
 
-def resolve_modes(graph: Graph, chip: str | Chip, mode: str, qtable: QTable | None) -> dict[str, str]:
+def resolve_modes(graph: Graph, chip: str | Chip, mode: str, qtable: QTable | None,
+                  replaced: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Mode per op: `mode` for all, overlaid by `qtable`; QuantizationError naming the qtable
-    line for an unknown op (with the closest names) or a mode the chip lacks."""
+    line for an unknown op (with the closest names) or a mode the chip lacks. `replaced` maps
+    ops the processor rewrote away to the ops that compute them now (they take the mode)."""
     chip = get_chip(chip)
     modes = {n.name: mode for n in graph.nodes}
     if qtable is None:
         return modes
+    replaced = replaced or {}
     source = qtable.path or "qtable"
     for name, m in qtable.items():
         where = f"{source}:{qtable.lines[name]}" if name in qtable.lines else f"{source} ({name})"
-        if name not in modes:
+        targets = [name] if name in modes else [t for t in replaced.get(name, ()) if t in modes]
+        if not targets:
             raise QuantizationError(f"{where}: no op '{name}' in model '{graph.name}'"
                                     f"{did_you_mean(name, graph.op_names)}")
         try:
-            modes[name] = check_mode(chip, m, where)
+            checked = check_mode(chip, m, where)
         except TpuError as e:
             raise QuantizationError(str(e)) from None
+        for t in targets:
+            modes[t] = checked
     return modes
 
 

@@ -26,9 +26,12 @@ from .. import quantmath as qm
 from ..errors import ModelError
 from ..fileio import atomic_write
 from .lowering import QuantPlan, Step
+from .onnx_ops import LAYER_NORM_OPSET, ONNX_FORMS
 from .qtype import QType
 
 MIN_OPSET = 13
+# Step kinds that map int8 codes to int8 codes one by one (a 256-entry table in the export).
+LUT_KINDS = ("table", "relu", "leaky_relu", "requant", "add_const", "mul_shift")
 FLOAT16_CAST = {"f16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 
 
@@ -91,9 +94,44 @@ class _Builder:
             return self.node("Cast", [t.name], to=TensorProto.FLOAT)
         return self.init(base, w)
 
+    def codes(self, tensor: str, t: QType, dtype: int = TensorProto.DOUBLE) -> str:
+        """The integer codes of an int8/uint8 plan tensor minus its zero point, as floats."""
+        zp = self.init(tensor + "_zp0", np.array(t.zp, np.int8 if t.signed else np.uint8))
+        one = self.init(tensor + "_one", np.array(1.0, np.float32))
+        value = self.node("DequantizeLinear", [tensor + "_q", one, zp])
+        return self.node("Cast", [value], to=dtype) if dtype != TensorProto.FLOAT else value
+
+    def shift_round(self, value: str, shift: int) -> str:
+        """RightShiftRound(v, r) HALF_UP on integer-valued doubles: floor(v / 2**r + 1/2)."""
+        if shift <= 0:
+            return self.node("Mul", [value, self.init("pow2", np.array(2.0 ** -shift, np.float64))])
+        scaled = self.node("Mul", [value, self.init("pow2", np.array(2.0 ** -shift, np.float64))])
+        return self.node("Floor", [self.node("Add", [scaled, self.init("half", np.array(0.5, np.float64))])])
+
+    def store_codes(self, value: str, t: QType, out: str) -> None:
+        """Integer-valued doubles (before the zero point) saturated into `t` as plan tensor `out`."""
+        self.quantize(self.node("Cast", [value], to=TensorProto.FLOAT), t, out, codes=True)
+
     # ---- steps ----------------------------------------------------------------------------------
     def step(self, s: Step) -> None:
+        if s.kind in LUT_KINDS and len(s.inputs) == 1 and s.in_types[0].is_int and s.out_types[0].is_int:
+            self._lookup(s)
+            return
         getattr(self, "_" + s.kind)(s)
+
+    def _lookup(self, s: Step) -> None:
+        """An int8 -> int8 step of one input is a function of 256 codes: the chip's own table,
+        read with Gather, so the export computes exactly what the chip computes."""
+        tin, tout = s.in_types[0], s.out_types[0]
+        all_codes = np.arange(256, dtype=np.uint8)
+        table = np.asarray(s.run([all_codes.view(np.int8) if tin.signed else all_codes])[0])
+        values = self.init(s.name + "_table", (table.astype(np.float32) - tout.zp))
+        raw = self.codes(s.inputs[0], tin, TensorProto.INT64)
+        if tin.zp:
+            raw = self.node("Add", [raw, self.init("zp", np.array(tin.zp, np.int64))])
+        index = self.node("Mod", [self.node("Add", [raw, self.init("wrap", np.array(256, np.int64))]),
+                                  self.init("n", np.array(256, np.int64))])
+        self.quantize(self.node("Gather", [values, index]), tout, s.name, codes=True)
 
     def _cast(self, s: Step) -> None:
         src, dst, x = s.in_types[0], s.out_types[0], s.inputs[0]
@@ -115,25 +153,22 @@ class _Builder:
         else:
             self.round_float(x, dst.kind, s.name)
 
-    def _requant(self, s: Step) -> None:
-        # The chip's MulShift: codes times m / 2**r (exact in float32), rounded half up.
-        src, dst = s.in_types[0], s.out_types[0]
-        ratio = s.params["multiplier"] / 2.0 ** s.params["shift"]
-        scale = self.init(s.name + "_mulshift", np.array(ratio, np.float32))
-        zp = self.init(s.name + "_inzp", np.array(src.zp, np.int8 if src.signed else np.uint8))
-        value = self.node("DequantizeLinear", [s.inputs[0] + "_q", scale, zp])
-        codes = self.node("Floor", [self.node("Add", [value, self.half()])])   # ties up (HALF_UP)
-        self.quantize(codes, dst, s.name, codes=True)
-
     def _onnx_op(self, s: Step, slots: list[str | None], attrs: dict) -> list[str]:
-        """The op itself on float inputs; returns its (float) outputs."""
+        """The op itself on float inputs; returns its (float) outputs. The reference's canonical
+        ops are written as the ONNX ops they stand for (core/quant/onnx_ops.py)."""
         acts = iter(s.inputs)
         ins = [next(acts) if w is None else w for w in slots]
-        outs = [self.name(o) for o in s.outputs]
         public = {k: v for k, v in attrs.items() if not k.startswith("_")}
-        self.nodes.append(helper.make_node(s.op_type, ins, outs, name=self.name(s.op_type), **public))
+        emit = ONNX_FORMS.get(s.op_type)
+        if emit is not None:
+            outs = [emit(self, ins, public, s)]
+        else:
+            outs = [self.name(o) for o in s.outputs]
+            self.nodes.append(helper.make_node(s.op_type, ins, outs, name=self.name(s.op_type), **public))
         if attrs.get("_relu"):
             outs[0] = self.node("Relu", [outs[0]])
+        if attrs.get("_relu_limit", -1) > 0:
+            outs[0] = self.node("Min", [outs[0], self.init("limit", np.array(attrs["_relu_limit"], np.float32))])
         return outs
 
     def _weights(self, s: Step, kind: str) -> list[str | None]:
@@ -148,8 +183,9 @@ class _Builder:
     def _float(self, s: Step) -> None:
         kind = s.out_types[0].kind if s.out_types and s.out_types[0].is_float else "f32"
         outs = self._onnx_op(s, self._weights(s, kind), s.attrs)
+        rounded = s.params.get("round_output", True)
         for value, name, t in zip(outs, s.outputs, s.out_types):
-            self.round_float(value, t.kind if t.is_float else "f32", name)
+            self.round_float(value, t.kind if t.is_float and rounded else "f32", name)
 
     def _int8_op(self, s: Step, slots: list[str | None], attrs: dict) -> None:
         out = self._onnx_op(s, slots, attrs)[0]
@@ -157,16 +193,6 @@ class _Builder:
 
     def _same_scale(self, s: Step) -> None:
         self._int8_op(s, self._weights(s, "f32"), s.attrs)
-
-    def _table(self, s: Step) -> None:
-        self._int8_op(s, self._weights(s, "f32"), s.attrs)
-
-    def _relu(self, s: Step) -> None:
-        self._int8_op(s, [None], s.attrs)
-
-    def _leaky_relu(self, s: Step) -> None:
-        alpha = s.params["multiplier"] / 2.0 ** s.params["shift"]
-        self._int8_op(s, [None], {**s.attrs, "alpha": alpha})
 
     def _conv(self, s: Step) -> None:
         p, tin = s.params, s.in_types[0]
@@ -186,13 +212,84 @@ class _Builder:
                       axis=0)
         self._int8_op(s, [None, w, b], {**s.attrs, "_relu": p.get("relu")})
 
+    def _constant(self, s: Step) -> str:
+        p = s.params
+        return self.init(s.name + "_const", (np.asarray(p["constant_codes"], np.float32)
+                                             * np.float32(p["constant_scale"])).astype(np.float32))
+
+    def _times(self, value: str, factor: float) -> str:
+        return self.node("Mul", [value, self.init("factor", np.array(factor, np.float64))])
+
     def _add(self, s: Step) -> None:
+        # The chip: sat(sum_i RightShiftRound(x_i * m_i, r_i)), each term rounded alone.
+        out, p = s.out_types[0], s.params
+        terms = [self.codes(x, t) for x, t in zip(s.inputs, s.in_types)]
+        if p.get("constant_codes") is not None:
+            terms.append(self.init(s.name + "_const", np.asarray(p["constant_codes"], np.float64)))
+        total = None
+        for x, m, r in zip(terms, p["multipliers"], p["shifts"]):
+            term = self.shift_round(self._times(x, float(m)), int(r))
+            total = term if total is None else self.node("Add", [total, term])
+        if p.get("relu"):
+            total = self.node("Relu", [total])
+        self.store_codes(total, out, s.name)
+
+    def _mul(self, s: Step) -> None:
+        # The chip: sat(RightShiftRound(a * b * m, r)).
+        out, p = s.out_types[0], s.params
+        ins = [self.codes(x, t) for x, t in zip(s.inputs, s.in_types)]
+        if p.get("constant_codes") is not None:
+            c = self.init(s.name + "_const", np.asarray(p["constant_codes"], np.float64))
+            ins = [c] + ins if p.get("constant_first") else ins + [c]
+        y = self.shift_round(self._times(self.node("Mul", ins), float(p["multiplier"])), int(p["shift"]))
+        if p.get("relu"):
+            y = self.node("Relu", [y])
+        self.store_codes(y, out, s.name)
+
+    def _avg_pool(self, s: Step) -> None:
+        # The chip: the window's integer sum S, then sat(RightShiftRound(S * m, r)).
+        out, p = s.out_types[0], s.params
+        x = self.node("Cast", [self.codes(s.inputs[0], s.in_types[0])], to=TensorProto.FLOAT)
+        avg = self.node("Cast", [ONNX_FORMS["AvgPool"](self, [x], s.attrs, s)], to=TensorProto.DOUBLE)
+        total = self.node("Round", [self._times(avg, float(p["area"]))])
+        self.store_codes(self.shift_round(self._times(total, float(p["multiplier"])), int(p["shift"])),
+                         out, s.name)
+
+    def _matmul(self, s: Step) -> None:
+        p, tin = s.params, s.in_types[0]
         slots: list[str | None] = [None] * len(s.inputs)
-        const = s.params.get("constant_codes")
-        if const is not None:
-            t = s.out_types[0]
-            slots.append(self.init(s.name + "_const", (np.asarray(const) * t.scale).astype(np.float32)))
-        self._int8_op(s, slots, {"_relu": s.params.get("relu")})
+        if p.get("weight_codes") is not None:
+            codes = np.asarray(p["weight_codes"])
+            w = self.node("DequantizeLinear", [self.init(s.name + "_wq", codes),
+                                               self.init(s.name + "_wscale", np.array(p["weight_scale"], np.float32)),
+                                               self.init(s.name + "_wzp", np.array(0, np.int8))])
+            slots = [None, w]
+            if p.get("bias_codes") is not None:
+                bias = np.asarray(p["bias_codes"], np.int64).astype(np.int32)
+                slots.append(self.node("DequantizeLinear", [
+                    self.init(s.name + "_bq", bias),
+                    self.init(s.name + "_bscale", np.array(p["weight_scale"] * tin.scale, np.float32)),
+                    self.init(s.name + "_bzp", np.array(0, np.int32))]))
+        self._int8_op(s, slots, {"_relu": p.get("relu")})
+
+    def _softmax(self, s: Step) -> None:
+        axis = {"axis": 1}
+        if len(s.outputs) == 1:
+            out = self.node("Softmax", [s.inputs[0]], **axis)
+            self.quantize(out, s.out_types[0], s.name)
+            return
+        x4 = self.node("Reshape", [s.inputs[0], self._shape4(s)])
+        self.quantize(x4, s.out_types[0], s.outputs[0])
+        y4 = self.node("Softmax", [s.outputs[0]], **axis)
+        self.quantize(y4, s.out_types[1], s.outputs[1])
+        back = self.node("Shape", [s.inputs[0]])
+        self.quantize(self.node("Reshape", [s.outputs[1], back]), s.out_types[2], s.outputs[2])
+
+    def _shape4(self, s: Step) -> str:
+        """[N, rest..., 1, 1]: the reference's 4-D view of a rank < 4 tensor (ones appended)."""
+        shape = self.node("Shape", [s.inputs[0]])
+        ones = self.init(s.name + "_ones", np.ones(4 - int(s.params["rank"]), np.int64))
+        return self.node("Concat", [shape, ones], axis=0)
 
 
 def qdq_model(plan: QuantPlan) -> onnx.ModelProto:
@@ -203,10 +300,12 @@ def qdq_model(plan: QuantPlan) -> onnx.ModelProto:
     g = plan.graph
     inputs = [helper.make_tensor_value_info(t.name, helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)),
                                             _batch_free(t.shape)) for t in g.inputs]
-    outputs = [helper.make_tensor_value_info(t, TensorProto.FLOAT, _batch_free(g.shapes[t]))
+    outputs = [helper.make_tensor_value_info(plan.tensor(t), TensorProto.FLOAT, _batch_free(g.shapes[t]))
                for t in g.outputs]
     graph = helper.make_graph(b.nodes, f"{g.name}_{plan.mode.lower()}_qdq", inputs, outputs, b.inits)
     opset = max(MIN_OPSET, int(g.meta.get("opset", MIN_OPSET)))
+    if any(s.op_type == "LayerNorm" for s in plan.steps.values()):
+        opset = max(opset, LAYER_NORM_OPSET)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="tpushell",
                               doc_string=f"tpushell QDQ export: chip {plan.chip.name}, {plan.mode}, "

@@ -4,10 +4,10 @@ propagation passes of the reference, in its order (D.2).
     ranges = tensor_ranges(graph, table, chip)     # {tensor: Range(min, max)}
     ranges["conv0_leaky_LeakyRelu"].threshold      # 44.452... (= the conv's, not the table row)
 
-The passes work on ONNX op types; the reference's top ops map as Permute = Transpose,
-Upsample = Resize/Upsample nearest with integer factors, do_relu = an op with a fused Relu
-(`_relu`), MulConst / MinConst / MaxConst = Mul / Min / Max with a constant operand.
-Each pass is applied until nothing changes (the reference rewrites greedily to a fixpoint).
+The passes work on the reference's Top op types (core/graph/canonical.py): do_relu is an op
+with a fused Relu (`_relu`), MinConst / MaxConst are Min / Max with a constant operand.
+Each pass is applied until nothing changes (the reference rewrites greedily to a fixpoint);
+the order and the rules are those of tpu-mlir-opset.md 4.3.
 """
 from __future__ import annotations
 
@@ -19,12 +19,16 @@ from ..calibration.tables import CalibrationTable
 from ..graph.ir import Graph, Node
 from .chips import Chip
 
-RESHAPES = ("Reshape", "Flatten", "Transpose")
-KEEP_SIGN = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "Abs")
-BACKWARD_SAME = ("Relu", "MaxPool", "DepthToSpace", "Abs")
+RESHAPES = ("Reshape", "Flatten", "Transpose", "Permute")
+KEEP_SIGN = ("MaxPool", "AvgPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "Abs",
+             "SubConst")
+BACKWARD_SAME = ("Relu", "MaxPool", "Depth2Space", "Abs")
 BACKWARD_KEEP_MIN = ("LeakyRelu", "PRelu")
+# Producers a Concat's range is pushed back through (D.2 step 4).
+CONCAT_BACK_THROUGH = ("Reshape", "Permute", "Depth2Space")
 FORWARD_SAME = ("Relu", "MaxPool", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Slice", "Tile",
-                "Pad", "Transpose", "LeakyRelu", "Abs", "PRelu", "MaxUnpool", "ReverseSequence")
+                "Pad", "Transpose", "Permute", "LeakyRelu", "Abs", "PRelu", "MaxUnpool",
+                "ReverseSequence")
 COMPARES = ("Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual")
 MAX_SWEEPS = 100
 
@@ -55,13 +59,8 @@ def uses(graph: Graph, tensor: str) -> int:
 
 
 def is_upsample(graph: Graph, node: Node) -> bool:
-    """A nearest Resize/Upsample by integer factors (the reference's top.Upsample)."""
-    if node.op_type not in ("Resize", "Upsample") or node.attrs.get("mode", "nearest") != "nearest":
-        return False
-    src, dst = graph.shapes.get(node.inputs[0]), graph.shapes.get(node.outputs[0])
-    if not src or not dst or len(src) != len(dst):
-        return False
-    return all(d % s == 0 and d >= s for s, d in zip(src, dst)) and src[:2] == dst[:2]
+    """The reference's top.Upsample (a nearest Resize by one integer factor, canonicalized)."""
+    return node.op_type == "Upsample" and "scale_h" in node.attrs
 
 
 def _const_operand(graph: Graph, node: Node) -> np.ndarray | None:
@@ -193,13 +192,14 @@ def _keep_sign(graph: Graph, node: Node, r: Ranges) -> bool:
 
 
 def _mul_sign(graph: Graph, node: Node, r: Ranges) -> bool:
-    """A Mul of a signed operand (or by a negative constant) must produce a signed tensor."""
+    """KeepMulSign: a Mul whose unsigned output matches the sign of none of its data inputs (all
+    signed), or that multiplies by a negative constant, produces a signed tensor."""
     out = node.outputs[0]
     if node.op_type != "Mul" or out not in r or r[out].signed:
         return False
-    signed_in = any(r[t].signed for t in graph.activation_inputs(node) if t in r)
+    acts = [t for t in graph.activation_inputs(node) if t in r]
     const = _const_operand(graph, node)
-    if signed_in or (const is not None and np.asarray(const).min() < 0):
+    if (acts and all(r[t].signed for t in acts)) or (const is not None and np.asarray(const).min() < 0):
         return _set(r, out, Range(-r[out].max, r[out].max))
     return False
 
@@ -229,8 +229,21 @@ def _concat_backward(graph: Graph, node: Node, r: Ranges) -> bool:
                 node.inputs.count(t) != 1:
             return False
     changed = False
+    changed = False
     for t in ins:
-        changed |= _set(r, t, r[out])
+        changed |= _push_back(graph, r, t, r[out])
+    return changed
+
+
+def _push_back(graph: Graph, r: Ranges, tensor: str, value: Range) -> bool:
+    """Set `tensor`'s range, and its producer's input's when the producer only moves values
+    (Reshape, Permute, Depth2Space) for this one reader."""
+    changed = _set(r, tensor, value)
+    prod = graph.producer(tensor)
+    if prod is not None and prod.op_type in CONCAT_BACK_THROUGH:
+        src = _data_in(graph, prod)
+        if src is not None and uses(graph, src) == 1:
+            changed |= _push_back(graph, r, src, value)
     return changed
 
 
@@ -280,8 +293,8 @@ def _unify_compare(graph: Graph, node: Node, r: Ranges) -> bool:
 
 
 def _forward_bm1684(graph: Graph, node: Node, r: Ranges) -> bool:
-    """Step 7 on bm1684, where AveragePool also takes its input's range."""
-    if node.op_type == "AveragePool":
+    """Step 7 on bm1684, where AvgPool also takes its input's range."""
+    if node.op_type in ("AvgPool", "AveragePool"):
         return _copy_forward(graph, node, r)
     return _forward(graph, node, r)
 
@@ -293,11 +306,10 @@ def _forward(graph: Graph, node: Node, r: Ranges) -> bool:
         return _copy_forward(graph, node, r)
     if t in ("Min", "Max") and _const_operand(graph, node) is not None:
         return _copy_forward(graph, node, r)
-    if t == "Mul":
-        const = _const_operand(graph, node)
+    if t == "MulConst":
         src = _data_in(graph, node)
-        if const is not None and np.size(const) == 1 and src in r:
-            c = float(np.asarray(const).reshape(-1)[0])
+        if src in r:
+            c = float(node.attrs["const_val"])
             lo, hi = sorted((r[src].min * c, r[src].max * c))
             return _set(r, node.outputs[0], Range(lo, hi))
     return False

@@ -142,7 +142,7 @@ def find_heads(nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]],
         layout = head_layout(shapes.get(outputs[0], ()), channels) if outputs else None
         if op_type == "Conv" and layout == "NCHW":
             chosen[outputs[0]] = outputs[0]
-        elif op_type == "Transpose" and layout == "NHWC" and inputs and inputs[0] in chosen:
+        elif op_type in ("Transpose", "Permute") and layout == "NHWC" and inputs and inputs[0] in chosen:
             chosen[inputs[0]] = outputs[0]
 
     def cells(t: str) -> int:

@@ -45,8 +45,8 @@ def test_tutorial_step_verbatim_with_self_check(tutorial_dir, golden_input):
     graph = read_mlir(tutorial_dir / "yolov3_tiny.mlir")
     counts = graph.summary()
     assert len(graph.nodes) + len(graph.inputs) == 35
-    assert counts == {"Conv": 13, "LeakyRelu": 11, "MaxPool": 6, "Resize": 1, "Concat": 1,
-                      "Transpose": 2}
+    assert counts == {"Conv": 13, "LeakyRelu": 11, "MaxPool": 6, "Upsample": 1, "Concat": 1,
+                      "Permute": 2}
     for name in ("yolov3_tiny_top_f32_all_weight.npz", "yolov3_tiny_in_f32.npz",
                  "yolov3_tiny_ref_outputs.npz", "yolov3_tiny_top_outputs.npz"):
         assert (tutorial_dir / name).is_file(), name

@@ -44,12 +44,16 @@ class MissingRange(Exception):
 
 @dataclass
 class Int8Op:
-    """The INT8 form of one op: input/output types, kernel kind, numbers."""
+    """The INT8 form of one op: input/output types, kernel kind, numbers. `outputs` (with
+    `out_types`) names the step's outputs when the reference computes the op as several tensors
+    (Softmax on a 3-D tensor: reshape, softmax, reshape back); the last one is the op's value."""
 
     in_types: tuple[QType, ...]
     out_type: QType
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    out_types: tuple[QType, ...] = ()
 
 
 @dataclass
@@ -96,4 +100,4 @@ def lower_int8(node: Node, ctx: RuleContext) -> Int8Op:
     return fn(node, ctx)
 
 
-from . import conv, elementwise, pool, shape, resize  # noqa: E402,F401  (registration side effects)
+from . import conv, elementwise, nn, pool, shape, resize  # noqa: E402,F401  (registration side effects)

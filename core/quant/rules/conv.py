@@ -21,9 +21,31 @@ FLOAT32_EXACT = 2**24
 REQUANT_ELEMENTS = 4 << 20
 
 
+def integer_filter_shift(w: np.ndarray, signed: bool) -> int | None:
+    """The smallest k in 0..6 for which every W * 2**k is an exact int8 (uint8 when unsigned)
+    code, else None: such filters get the power-of-two scale 2**-k on every channel (K 6.1;
+    YOLOv8's DFL conv, a Scale of ones turned into a depthwise conv)."""
+    lo, hi = qm.qrange(signed)
+    for k in range(7):
+        v = w.astype(np.float64) * (1 << k)
+        if np.all(v == np.round(v)) and v.min() >= lo and v.max() <= hi:
+            return k
+    return None
+
+
+def conv_weights(w: np.ndarray, has_bias: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(codes, per-channel float32 scales, signed) of a conv filter [oc, ...] (K 6.1)."""
+    signed = bool(w.min() < 0) or has_bias
+    k = integer_filter_shift(w, signed)
+    if k is None:
+        return qm.quantize_weights(w, has_bias=has_bias)
+    scales = np.full(w.shape[0], np.float32(2.0 ** -k), np.float32)
+    return (w.astype(np.float64) * (1 << k)).astype(np.int32), scales, signed
+
+
 @rule("Conv")
 def conv(node, ctx: RuleContext) -> Int8Op:
-    """D.5: per-channel weights, int32 bias, per-channel multiplier/shift, fused relu."""
+    """D.5 / K 6.1: per-channel weights, int32 bias, per-channel multiplier/shift, fused relu."""
     g = ctx.graph
     if len(node.inputs) < 2 or node.inputs[1] not in g.weights:
         raise NoInt8Rule("Conv filter is not a constant weight")
@@ -34,7 +56,7 @@ def conv(node, ctx: RuleContext) -> Int8Op:
     w = np.asarray(g.weights[node.inputs[1]], np.float32)
     b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
     b = np.asarray(g.weights[b_name], np.float32) if b_name else None
-    wq, ws, w_signed = qm.quantize_weights(w, has_bias=b is not None)
+    wq, ws, w_signed = conv_weights(w, has_bias=b is not None)
     s_in = tin.scale
     if s_in <= 1e-5:  # an all-zero input during calibration (D.5 guard)
         s_in = float(np.abs(b).max()) / 127 if b is not None else float(np.abs(w).max()) / 127
@@ -45,6 +67,8 @@ def conv(node, ctx: RuleContext) -> Int8Op:
     params = {"weight_codes": wq.astype(np.int8 if w_signed else np.uint8), "weight_scales": ws,
               "bias_codes": bias_q, "multipliers": mult, "shifts": shift,
               "relu": bool(node.attrs.get("_relu"))}
+    if node.attrs.get("_relu_limit", -1) > 0:
+        params["relu_max"] = int(qm.round_half_away(node.attrs["_relu_limit"] / tout.scale))
     return Int8Op((tin,), tout, "conv", params)
 
 
@@ -82,7 +106,7 @@ def channel_shape(values: np.ndarray, ndim: int) -> np.ndarray:
 
 def conv_int8(x: np.ndarray, *, wq: np.ndarray, w_abs_sum: int, bias_q: np.ndarray,
               multiplier: np.ndarray, shift: np.ndarray, attrs: dict, zp_in: int, zp_out: int,
-              out_signed: bool, relu: bool) -> np.ndarray:
+              out_signed: bool, relu: bool, relu_max: int | None = None) -> np.ndarray:
     """INT8 Conv (D.5): per channel sat(RightShiftRound((acc + bias) * M, shift) + zp_out).
 
     The int64 requantization runs a few samples at a time, so its temporaries stay small
@@ -99,6 +123,8 @@ def conv_int8(x: np.ndarray, *, wq: np.ndarray, w_abs_sum: int, bias_q: np.ndarr
         y = qm.requantize(part, mult, shift, zp_out)
         if relu:
             np.maximum(y, zp_out, out=y)
+        if relu_max is not None:
+            np.minimum(y, relu_max + zp_out, out=y)
         out[s:s + step] = qm.to_codes(y, out_signed)
     return out
 
@@ -112,4 +138,5 @@ def conv_kernel(*, in_types, out_types, attrs, params, **_):
                    bias_q=np.asarray(params["bias_codes"], np.int64),
                    multiplier=np.asarray(params["multipliers"], np.int64),
                    shift=np.asarray(params["shifts"], np.int64), attrs=attrs, zp_in=tin.zp,
-                   zp_out=tout.zp, out_signed=tout.signed, relu=bool(params.get("relu")))
+                   zp_out=tout.zp, out_signed=tout.signed, relu=bool(params.get("relu")),
+                   relu_max=params.get("relu_max"))

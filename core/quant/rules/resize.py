@@ -1,5 +1,6 @@
-"""INT8 resize (reference D.7): a nearest Resize/Upsample by integer factors (the reference's
-top.Upsample) repeats codes; other resizes have no INT8 rule."""
+"""INT8 resize (reference D.7, K 6.15): the reference's Upsample (a nearest Resize by one integer
+factor) repeats codes at the input's scale; any other resize is its Interp, which bm1684x runs in
+F16 inside an INT8 model."""
 from __future__ import annotations
 
 from ..ranges import is_upsample
@@ -10,5 +11,6 @@ from .shape import same_scale
 @rule("Resize", "Upsample")
 def upsample(node, ctx: RuleContext) -> Int8Op:
     if not is_upsample(ctx.graph, node):
-        raise NoInt8Rule(f"no INT8 rule for {node.op_type}")
+        raise NoInt8Rule(f"{node.op_type} other than a nearest upsample by one integer factor "
+                         "(the reference's Interp) runs in F16", "F16")
     return same_scale(node, ctx)

@@ -10,7 +10,8 @@ from ...graph.ir import Graph
 from ...ops import lookup, with_slots
 from . import Int8Op, NoInt8Rule, RuleContext, kernel, rule
 
-SAME_SCALE = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Tile", "Pad")
+SAME_SCALE = ("Reshape", "Flatten", "Transpose", "Permute", "Squeeze", "Unsqueeze", "Slice", "Tile",
+              "Pad", "Depth2Space")
 
 
 @rule(*SAME_SCALE)

@@ -88,8 +88,9 @@ def test_tiny_network_matches_darknet_semantics(tiny):
 def test_tiny_network_names_and_meta(tiny):
     cfg, weights, _ = tiny
     g = import_darknet(cfg, weights)
-    assert g.summary() == {"Conv": 6, "LeakyRelu": 3, "MaxPool": 3, "Resize": 1, "Concat": 1,
-                           "Add": 1, "Transpose": 2}
+    # the reference's op types: Upsample (nearest Resize by 2), Permute (Transpose)
+    assert g.summary() == {"Conv": 6, "LeakyRelu": 3, "MaxPool": 3, "Upsample": 1, "Concat": 1,
+                           "Add": 1, "Permute": 2}
     ops = set(g.op_names)
     # BN folded into the Conv (keeps its name); the Relu fused into its Conv, as for ONNX models
     assert {"conv0_Conv", "conv0_leaky_LeakyRelu", "pool1_MaxPool", "pool4_MaxPool", "up9_Resize",
@@ -196,8 +197,8 @@ def test_yolov3_tiny_equals_its_onnx_twin(zoo, yolo_graph, golden_input):
     g = load_model(d / "yolov3-tiny.cfg", model_data=str(d / "yolov3-tiny.weights"))
     assert g.op_names == yolo_graph.op_names
     assert g.outputs == yolo_graph.outputs
-    assert g.summary() == {"Conv": 13, "LeakyRelu": 11, "MaxPool": 6, "Resize": 1, "Concat": 1,
-                           "Transpose": 2}
+    assert g.summary() == {"Conv": 13, "LeakyRelu": 11, "MaxPool": 6, "Upsample": 1, "Concat": 1,
+                           "Permute": 2}
     ours, twin = run(g, {"input_1": golden_input}), run(yolo_graph, {"input_1": golden_input})
     for t in g.outputs:
         a, b = ours[t].ravel().astype(np.float64), twin[t].ravel().astype(np.float64)

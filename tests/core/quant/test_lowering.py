@@ -113,7 +113,7 @@ def sigmoid_graph():
     w = numpy_helper.from_array(np.full((2, 3, 1, 1), 0.5, np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
              helper.make_node("Sigmoid", ["c"], ["s"]),
-             helper.make_node("Mul", ["c", "s"], ["y"])]
+             helper.make_node("Div", ["c", "s"], ["y"])]
     g = helper.make_graph(nodes, "sig", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                        [1, 3, 4, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], [w])
@@ -124,8 +124,8 @@ def sigmoid_graph():
 def test_ops_without_int8_rule_run_in_the_chip_float_type(chip, fp):
     g = sigmoid_graph()
     plan = lower(g, max_table(g, samples(2, shape=(3, 4, 4))), chip=chip)
-    assert plan.float_ops() == {"y_Mul": fp}
-    assert plan.steps["y_Mul"].note == f"no INT8 rule for Mul: runs in {fp}"
+    assert plan.float_ops() == {"y_Div": fp}
+    assert plan.steps["y_Div"].note == f"no INT8 rule for Div: runs in {fp}"
     assert plan.op_modes["c_Conv"] == plan.op_modes["s_Sigmoid"] == "INT8"
 
 

@@ -98,7 +98,7 @@ def test_mul_shift_and_add():
     x = np.array([-128, -3, 0, 3, 127], np.int8)
     assert qm.mul_shift(x, multiplier=119, shift=6, out_signed=True).tolist() == [
         -128, -6, 0, 6, 127]
-    y = elementwise.add_int8([x, x], multipliers=[64, 32], shifts=[6, 6], const_codes=None, relu=True,
+    y = elementwise.add_int8([x, x], multipliers=[64, 32], shifts=[6, 6], relu=True,
                    out_signed=True)
     assert y.tolist() == [0, 0, 0, 5, 127]
 
