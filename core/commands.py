@@ -21,7 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InputFileError, ModelError, OptionError, StateError, TpuError, did_you_mean
+from .calibration.calibrate import HISTOGRAMS
+from .calibration.calibrate import METHODS as CALI_METHODS
+from .errors import InputFileError, OptionError, StateError, TpuError, did_you_mean
 from .fileio import atomic_write, load_npz, save_npz
 from .graph.preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
 from .options import parse_floats, parse_names, parse_shapes, parse_tolerance
@@ -350,8 +352,11 @@ def _detect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", metavar="MODELS",
                    help="side by side: comma-separated models, the first is the reference "
                         "(e.g. f32,int8,mixed); draws the figure")
-    p.add_argument("--score_thres", type=float, help="minimum objectness x class score")
-    p.add_argument("--iou_thres", type=float, help="NMS overlap threshold")
+    p.add_argument("--score_thres", type=float, help="minimum objectness x class score "
+                   "(default 0.56; 0.25 for a YOLOv8-style anchor-free head)")
+    p.add_argument("--iou_thres", type=float, help="NMS overlap threshold (default 0.5; 0.45 anchor-free)")
+    _arg(p, "--class_names", complete="path", help="class names file, one a line (default: COCO's "
+         "80 names for 80 classes, else class0, class1, ...)")
     _arg(p, "-o", "--output", complete="path", help="draw the boxes on the image and save it here")
 
 
@@ -374,8 +379,10 @@ def _box_text(box) -> str:
 @command("detect", _detect_args, category="detection")
 def detect(session: Session, args: argparse.Namespace) -> Result:
     """Detect objects (YOLO) in an image with one model, or compare models side by side."""
+    from .vision.yolo import read_class_names
     image = args.image
-    thresholds = {"score_thres": args.score_thres, "iou_thres": args.iou_thres}
+    thresholds = {"score_thres": args.score_thres, "iou_thres": args.iou_thres,
+                  "names": read_class_names(args.class_names) if args.class_names else None}
     if args.compare:
         from .plots.detection import detection_figure
         cmp = session.compare_detections(image, parse_names(args.compare), **thresholds)
@@ -560,7 +567,6 @@ def deploy(session: Session, args: argparse.Namespace) -> Result:
 
 
 # ---- calibration ---------------------------------------------------------------------------------
-CALI_METHODS = ("kl", "max", "percentile9999", "mse", "aciq_gauss", "aciq_laplace")
 
 
 def _calibrate_args(p: argparse.ArgumentParser) -> None:
@@ -571,6 +577,8 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune_num", type=int, default=5, help="samples used to tune the KL thresholds")
     _arg(p, "--tune_list", complete="path", help="file listing the tuning samples")
     p.add_argument("--histogram_bin_num", type=int, default=2048, help="histogram bins per tensor")
+    p.add_argument("--histogram", choices=HISTOGRAMS, default=None,
+                   help="one_pass (default, TPU-MLIR 1.30.2's tables) or two_pass (v1.3, order-independent)")
     p.add_argument("--all_methods", action="store_true",
                    help="keep every method's statistics, for `plot histogram` (slower)")
     _arg(p, "--table", complete="path", help="read the thresholds from this calibration table instead "
@@ -588,7 +596,7 @@ def calibrate(session: Session, args: argparse.Namespace) -> Result:
         table = session.calibrate(args.dataset, data_list=args.data_list, input_num=args.input_num,
                                   method=args.cali_method, tune_num=args.tune_num,
                                   tune_list=args.tune_list, histogram_bin_num=args.histogram_bin_num,
-                                  all_methods=args.all_methods)
+                                  all_methods=args.all_methods, histogram=args.histogram)
         title = f"calibrated {len(table)} tensors ({args.cali_method})"
     else:
         raise OptionError("calibrate needs a dataset folder (or --data_list FILE), or --table FILE")

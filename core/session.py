@@ -141,14 +141,17 @@ class Session:
     def calibrate(self, dataset: str | os.PathLike | None = None, *,
                   data_list: str | os.PathLike | None = None, input_num: int = 0, method: str = "kl",
                   tune_num: int = 5, tune_list: str | os.PathLike | None = None,
-                  histogram_bin_num: int = 2048, tune_steps: int = 20,
-                  all_methods: bool = False, histogram: str = "two_pass") -> CalibrationTable:
+                  histogram_bin_num: int = 2048, tune_steps: int | None = None,
+                  all_methods: bool = False, histogram: str | None = None) -> CalibrationTable:
         """Thresholds for every tensor from a dataset folder or list (run_calibration.py); KLD with
         auto-tuning on the first `tune_num` samples by default, or max, percentile9999, mse,
         aciq_gauss, aciq_laplace. Sets `self.calibration`; `all_methods` (slower) keeps every
-        method's statistics so `plot_histogram` can compare them; `histogram="one_pass"` with
-        `tune_steps=21` reproduces TPU-MLIR 1.30.2's tables (order-dependent)."""
-        from .calibration.calibrate import calibrate_samples
+        method's statistics so `plot_histogram` can compare them. The default histogram and
+        tuning are TPU-MLIR 1.30.2's (its tables come out equal); `histogram="two_pass"` with
+        `tune_steps=20` is v1.3's order-independent calibration."""
+        from .calibration.calibrate import DEFAULT_HISTOGRAM, DEFAULT_TUNE_STEPS, calibrate_samples
+        histogram = DEFAULT_HISTOGRAM if histogram is None else histogram
+        tune_steps = DEFAULT_TUNE_STEPS if tune_steps is None else tune_steps
         from .calibration.dataset import select_samples
         samples = select_samples(dataset, data_list, input_num)
         if self.dataset is None and self.data_list is None:     # checks and searches use it too
@@ -236,11 +239,8 @@ class Session:
                names: Sequence[str] | None = None):
         """YOLO detections on one image: boxes (original pixels) with class names and scores."""
         from .vision.detect import detect_images
-        from .vision.yolo import DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES
-        return detect_images(self.detector(model), [image],
-                             score_thres=DEFAULT_SCORE_THRES if score_thres is None else score_thres,
-                             iou_thres=DEFAULT_IOU_THRES if iou_thres is None else iou_thres,
-                             names=names)[0]
+        return detect_images(self.detector(model), [image], score_thres=score_thres,
+                             iou_thres=iou_thres, names=names)[0]
 
     def compare_detections(self, image: str | os.PathLike,
                            models: Sequence[str | os.PathLike] | None = None, *,

@@ -32,7 +32,6 @@ from tpushell.core.commands import (
     attempt,
     build_parser,
     completion_kinds,
-    subparsers,
 )
 from tpushell.core.results import Result
 

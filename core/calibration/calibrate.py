@@ -6,9 +6,12 @@
 
 `batches` is a zero-argument callable returning a fresh iterator of feeds dicts
 ({input name: array}); it is called once per pass and must give the same samples each time.
-The histogram is the v1.3 two-pass one: pass 1 finds every tensor's min and max over all samples,
-pass 2 histograms |x| over [0, absmax] with those final ranges, so the result does not depend on
-sample order. Memory does not grow with the number of samples: each batch's tensors are reduced to
+By default the histogram and the tuner are TPU-MLIR 1.30.2's (DEFAULT_HISTOGRAM, DEFAULT_TUNE_STEPS),
+so a table made here equals the reference's on the same images: a one-pass histogram whose bin
+width the first sample fixes (order-dependent, one thread) and 21 tuning steps. v1.3's two-pass
+histogram is an option (`histogram="two_pass"`): pass 1 finds every tensor's min and max over
+all samples, pass 2 histograms |x| over [0, absmax] with those final ranges, so the result does
+not depend on sample order. Memory does not grow with the number of samples: each batch's tensors are reduced to
 counters as the interpreter produces them and freed after their last use; only a bounded set of
 expensive outputs is kept from pass 1 for pass 2 (REPLAY_BYTES). Batches run on one worker thread
 per core, each with a single-threaded BLAS and the ops' blocks inline (core/ops/parallel.py).
@@ -38,7 +41,10 @@ from .tables import CalibrationTable, CalRow
 METHODS = ("kl", "max", "percentile9999", "mse", "aciq_gauss", "aciq_laplace")
 PER_SAMPLE_METHODS = ("mse", "aciq_gauss", "aciq_laplace")
 DEFAULT_BINS = 2048
-HISTOGRAMS = ("two_pass", "one_pass")
+HISTOGRAMS = ("one_pass", "two_pass")
+# TPU-MLIR 1.30.2's calibration (the reference's tables were made so; tpu-mlir-reference.md C.2).
+DEFAULT_HISTOGRAM = "one_pass"
+DEFAULT_TUNE_STEPS = 21
 ONE_PASS_MAX_BINS = 8_000_000     # 1.30.2 restarts a one-pass histogram beyond this
 BATCH_SIZE = 1        # samples per forward in the statistics passes
 REPLAY_BYTES = 384 << 20   # op outputs kept from pass 1 for pass 2 (peak RSS ~650 MB at 100 images)
@@ -390,14 +396,13 @@ def _pass(graph: Graph, batches: BatchSource, reduce: Callable[[str, np.ndarray]
 
 def collect_statistics(graph: Graph, batches: BatchSource, num_samples: int, *,
                        methods: Sequence[str] = ("kl",), bins: int = DEFAULT_BINS,
-                       histogram: str = "two_pass", replay_bytes: int | None = None,
+                       histogram: str = DEFAULT_HISTOGRAM, replay_bytes: int | None = None,
                        describe: Callable[[int], str] | None = None,
                        progress: ProgressFn | None = None) -> Statistics:
     """Min, max and what each of `methods` needs, for every float tensor, over all batches.
 
-    `histogram="one_pass"` builds 1.30.2's order-dependent histogram instead of v1.3's two-pass
-    one, to reproduce tables made by TPU-MLIR 1.30.2 (it needs no second forward, and runs on one
-    thread so that the order is kept). Up to `replay_bytes` of op outputs are kept between the
+    `histogram="one_pass"` (the default) builds 1.30.2's order-dependent histogram (it needs no
+    second forward, and runs on one thread so that the order is kept); "two_pass" v1.3's. Up to `replay_bytes` of op outputs are kept between the
     passes (default REPLAY_BYTES, see _Replay). `describe(index)` names a batch in errors.
     """
     if histogram not in HISTOGRAMS:
@@ -496,8 +501,8 @@ def calibration_table(stats: Statistics, method: str = "kl") -> CalibrationTable
 
 def calibrate(graph: Graph, batches: BatchSource, num_samples: int, *, method: str = "kl",
               tune_feeds: Feeds | None = None, bins: int = DEFAULT_BINS,
-              tune_steps: int = th.TUNE_STEPS, all_methods: bool = False,
-              histogram: str = "two_pass", describe: Callable[[int], str] | None = None,
+              tune_steps: int = DEFAULT_TUNE_STEPS, all_methods: bool = False,
+              histogram: str = DEFAULT_HISTOGRAM, describe: Callable[[int], str] | None = None,
               progress: ProgressFn | None = None) -> tuple[CalibrationTable, Statistics]:
     """Statistics, thresholds by `method`, and for 'kl' the auto-tuner on `tune_feeds`.
 
@@ -516,8 +521,8 @@ def calibrate(graph: Graph, batches: BatchSource, num_samples: int, *, method: s
 
 def calibrate_samples(graph: Graph, samples: Sequence[Sequence[str]], *, method: str = "kl",
                       tune_samples: Sequence[Sequence[str]] | None = None, tune_num: int = 5,
-                      bins: int = DEFAULT_BINS, tune_steps: int = th.TUNE_STEPS,
-                      all_methods: bool = False, histogram: str = "two_pass",
+                      bins: int = DEFAULT_BINS, tune_steps: int = DEFAULT_TUNE_STEPS,
+                      all_methods: bool = False, histogram: str = DEFAULT_HISTOGRAM,
                       progress: ProgressFn | None = None) -> tuple[CalibrationTable, Statistics]:
     """The run_calibration step on sample files (from `dataset.select_samples`).
 

@@ -212,7 +212,7 @@ class _Builder:
         if c % groups or filters % groups:
             raise ModelError(f"{opts.where}: groups={groups} does not divide {c} input channels "
                              f"and {filters} filters")
-        base, k = f"conv{self.convs}", self.convs
+        base = f"conv{self.convs}"
         self.convs += 1
         where = f"layer {i} ({base}, {opts.where})"
         bias = self.weights.take(filters, where)

@@ -99,12 +99,23 @@ class Graph:
         return self._idx()["consumers"].get(tensor, [])
 
     def node(self, name: str) -> Node:
-        """The node called `name`; ModelError with close names if there is none."""
+        """The node called `name`; ModelError with close names if there is none (naming the
+        canonical op an ONNX op became, when the import fused it)."""
         found = self._idx()["by_name"].get(name)
         if found is None:
+            became = self.canonical_op(name)
+            if became is not None:
+                raise ModelError(f"op '{name}' of the ONNX file is part of '{became}' "
+                                 f"({self.node(became).op_type}) in model '{self.name}'")
             raise ModelError(f"no op named '{name}' in model '{self.name}'"
                              f"{did_you_mean(name, self.op_names)}")
         return found
+
+    def canonical_op(self, name: str) -> str | None:
+        """The op that an ONNX op fused away at import now belongs to (the reference's canonical
+        graph: a Sigmoid inside a SiLU, a Div inside a HardSwish), or None."""
+        became = self.meta.get("canonical_names", {}).get(name)
+        return became if became is not None and self.has_node(became) else None
 
     def has_node(self, name: str) -> bool:
         return name in self._idx()["by_name"]

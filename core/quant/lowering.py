@@ -436,7 +436,9 @@ def resolve_modes(graph: Graph, chip: str | Chip, mode: str, qtable: QTable | No
     source = qtable.path or "qtable"
     for name, m in qtable.items():
         where = f"{source}:{qtable.lines[name]}" if name in qtable.lines else f"{source} ({name})"
-        targets = [name] if name in modes else [t for t in replaced.get(name, ()) if t in modes]
+        canonical = graph.canonical_op(name)
+        targets = [name] if name in modes else [t for t in replaced.get(name, ()) if t in modes] \
+            or ([canonical] if canonical is not None else [])
         if not targets:
             raise QuantizationError(f"{where}: no op '{name}' in model '{graph.name}'"
                                     f"{did_you_mean(name, graph.op_names)}")

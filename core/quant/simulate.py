@@ -38,7 +38,8 @@ def simulate(plan: QuantPlan, feeds: Mapping[str, np.ndarray], outputs: Iterable
         check_feeds(plan.graph, feeds)
         for t in missing_inputs:
             env[t] = np.asarray(feeds[t])
-    wanted = plan.tensor_names() if keep_all else list(plan.outputs if outputs is None else outputs)
+    asked = None if keep_all else list(plan.graph.outputs if outputs is None else outputs)
+    wanted = plan.tensor_names() if keep_all else [plan.tensor(t) for t in asked]
     _check_names(plan, wanted)
     steps = _needed_steps(plan, wanted, env)
     keep = set(wanted)
@@ -47,10 +48,11 @@ def simulate(plan: QuantPlan, feeds: Mapping[str, np.ndarray], outputs: Iterable
         _run_step(step, env)
         for t in last_use.get(i, ()):
             env.pop(t, None)
-    result = {t: env[t] for t in wanted if t in env}
+    # graph tensors the plan renames are returned under the name they were asked by
+    names = dict(zip(asked, wanted)) if asked is not None else {t: t for t in wanted}
     if codes:
-        return result
-    return {t: plan.dequantize(t, v) for t, v in result.items()}
+        return {t: env[w] for t, w in names.items() if w in env}
+    return {t: plan.dequantize(w, env[w]) for t, w in names.items() if w in env}
 
 
 def _check_names(plan: QuantPlan, wanted: list[str]) -> None:

@@ -151,8 +151,9 @@ def _split_matmul(g: Graph, r: Ranges, mm: Node, renamed: dict, replaced: dict) 
             target = nxt if nxt is not None else s
             rname = f"{mm.name}_reshape_{k}"
             shape = np.array(g.shapes[target.outputs[0]], np.int64)
-            new_nodes.append(Node(rname, "Reshape", [name, weight(g, f"{rname}_shape", shape)], [rname], {}))
             g.shapes[rname] = tuple(int(d) for d in shape)
+            shape[0] = 0          # the batch copied: a working set of N samples runs at once
+            new_nodes.append(Node(rname, "Reshape", [name, weight(g, f"{rname}_shape", shape)], [rname], {}))
             g.dtypes[rname] = "float32"
             if nxt is not None:
                 k += 1

@@ -90,10 +90,16 @@ def per_sample_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class _Track:
     """The steps of one plan (or of the F32 reference) and the provenance of each tensor."""
 
-    def __init__(self, steps: Mapping[str, Any], prov: dict[str, int]) -> None:
+    def __init__(self, steps: Mapping[str, Any], prov: dict[str, int],
+                 aliases: Mapping[str, str] | None = None) -> None:
         self.steps = list(steps.values())
         self.prov = prov
         self.producer = {t: s for s in self.steps for t in s.outputs}
+        # graph tensors the plan holds under another name (core/quant/lowering.QuantPlan.tensor)
+        for t, a in (aliases or {}).items():
+            if a in prov:
+                prov[t] = prov[a]
+                self.producer[t] = self.producer[a]
         self.position = {s.name: i for i, s in enumerate(self.steps)}
         self.consumers: dict[str, list[Any]] = {}
         for step in self.steps:
@@ -144,17 +150,17 @@ class Evaluator:
     def set_plan(self, plan: Any) -> set[str]:
         """Make `plan` current; returns the tensors whose values it must compute anew."""
         self.plan = plan
-        self._plan = self._track(plan.steps)
+        self._plan = self._track(plan.steps, getattr(plan, "aliases", None))
         self._evict()
         return {t for t, pid in self._plan.prov.items() if pid not in self._store}
 
-    def _track(self, steps: Mapping[str, Any]) -> _Track:
+    def _track(self, steps: Mapping[str, Any], aliases: Mapping[str, str] | None = None) -> _Track:
         prov = dict(self._inputs)
         for step in steps.values():
             ins = tuple(prov[t] for t in step.inputs)
             for k, t in enumerate(step.outputs):
                 prov[t] = self._intern((step.key, ins, k))
-        return _Track(steps, prov)
+        return _Track(steps, prov, aliases)
 
     def _intern(self, key: tuple) -> int:
         found = self._ids.get(key)
@@ -191,10 +197,15 @@ class Evaluator:
         """A plan value ready for a cosine: symmetric integer codes as they are (a positive
         scale does not change a cosine, and skipping the dequantization saves a pass), other
         values dequantized."""
+        tensor = self._plan_name(tensor)
         ty = self.plan.types[tensor]
         if ty.is_int and not ty.zp and ty.scale > 0:
             return value
         return self.plan.dequantize(tensor, value)
+
+    def _plan_name(self, tensor: str) -> str:
+        """The plan's name of a graph tensor (the same unless the plan renames it)."""
+        return getattr(self.plan, "aliases", {}).get(tensor, tensor)
 
     def _known(self, tensor: str, track: _Track) -> None:
         if tensor not in track.prov:
@@ -222,7 +233,8 @@ class Evaluator:
                 ins = [self._get(track.prov[t]) for t in step.inputs]
                 outs = self._run(step, ins)
                 for t, v in zip(step.outputs, outs):
-                    kind = self.plan.types[t].kind if self.pack and track is self._plan else None
+                    kind = self.plan.types[t].kind if self.pack and track is self._plan and \
+                        t in self.plan.types else None
                     self._put(track.prov[t], v, kind)
             self.steps_run += len(steps)
         self._evict()
@@ -427,7 +439,7 @@ class Evaluator:
         found = self._cos.get(key)
         if found is None:
             ins = [self.plan.encode(t, self.reference(self.source(t))) for t in step.inputs]
-            out = self._run(step, ins)[step.outputs.index(op)]
+            out = self._run(step, ins)[step.outputs.index(self._plan_name(op))]
             found = self._cos[key] = per_sample_cos(self._comparable(op, out),
                                                     self.reference(op))
         return found
@@ -452,7 +464,9 @@ class Evaluator:
         """Output cosines and, per layer, the accumulated (and with `own`, the own) cosine."""
         start = time.perf_counter()
         before = self.steps_run
-        ops = list(layers) if layers is not None else self.graph.op_names
+        # ops the plan does not compute as such (a MatMul split in parts) have no cosine of their own
+        ops = list(layers) if layers is not None else \
+            [op for op in self.graph.op_names if op in self._current.prov]
         for op in ops:
             self._known(op, self._current)
         self.values([t for t in ops if t not in self.graph.outputs] + list(self.graph.outputs))

@@ -24,6 +24,8 @@ def select_ops(graph: Graph, selector: str) -> list[str]:
     An unknown name is an error listing the closest op names and types."""
     if graph.has_node(selector):
         return [selector]
+    if graph.canonical_op(selector) is not None:    # an ONNX op fused into a canonical one
+        return [graph.canonical_op(selector)]
     if any(c in selector for c in GLOB_CHARS):
         found = [op for op in graph.op_names if fnmatch.fnmatchcase(op, selector)]
         if not found:

@@ -24,10 +24,9 @@ from ..graph.ir import Graph
 from ..graph.preprocess import PreprocessConfig
 from ..progress import Progress, ProgressFn
 from .yolo import (
-    DEFAULT_IOU_THRES,
-    DEFAULT_SCORE_THRES,
     Detection,
     YoloSpec,
+    anchor_free_classes,
     find_heads,
     head_layout,
     iou_one_to_many,
@@ -86,6 +85,9 @@ class ImageDetections:
 
 def graph_heads(graph: Graph, spec: YoloSpec) -> list[str]:
     """The graph's outputs when they are YOLO heads, else the heads found inside it."""
+    if spec.kind == "anchor_free":
+        net_hw = tuple(graph.inputs[0].shape[-2:])
+        return [t for t in graph.outputs if anchor_free_classes(graph.shapes.get(t, ()), net_hw)]
     channels = spec.channels()
     if graph.outputs and all(head_layout(graph.shapes.get(t, ()), channels) for t in graph.outputs):
         return list(graph.outputs)
@@ -153,6 +155,10 @@ def onnx_heads(proto, input_shape: list[int], spec: YoloSpec) -> list[str]:
         dims = vi.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):
             shapes[vi.name] = tuple(d.dim_value for d in dims)
+    outputs = [o.name for o in proto.graph.output]
+    free = [o for o in outputs if anchor_free_classes(shapes.get(o, ()), input_shape[-2:])]
+    if free:
+        return free
     nodes = [(n.op_type, list(n.input), list(n.output)) for n in proto.graph.node]
     heads = find_heads(nodes, shapes, spec)
     if not heads:
@@ -226,11 +232,15 @@ def _stem(path: str) -> str:
 
 
 def detect_images(detector: Detector, images: Sequence[str | os.PathLike], *,
-                  score_thres: float = DEFAULT_SCORE_THRES, iou_thres: float = DEFAULT_IOU_THRES,
+                  score_thres: float | None = None, iou_thres: float | None = None,
                   names: Sequence[str] | None = None,
                   progress: ProgressFn | None = None) -> list[ImageDetections]:
-    """Run the detector on each image (one at a time: memory stays at one input)."""
+    """Run the detector on each image (one at a time: memory stays at one input). Thresholds
+    default to the head kind's: the tutorial's 0.56 / 0.5 for YOLOv3 heads, 0.25 / 0.45 for
+    anchor-free (YOLOv8-style) ones."""
     from ..graph.preprocess import image_size, letterbox_geometry, preprocess_images
+    score_thres = detector.spec.score_thres if score_thres is None else score_thres
+    iou_thres = detector.spec.iou_thres if iou_thres is None else iou_thres
     check_thresholds(score_thres, iou_thres)
     cfg = detector.preprocess
     results = []

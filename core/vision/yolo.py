@@ -1,4 +1,8 @@
-"""YOLOv3 post-processing: head decode, letterbox correction, score filter, per-class NMS, names.
+"""YOLO post-processing: head decode, letterbox correction, score filter, per-class NMS, names.
+
+Two kinds of heads: YOLOv3's anchor heads (below), and the anchor-free decoded output of
+YOLOv5u/v8/v11 exports, one tensor N x (4 + classes) x anchors holding cx, cy, w, h in network
+pixels and the class scores (no objectness), over the 8/16/32-stride grids.
 
     spec = YoloSpec.for_graph(graph)                   # anchors/masks from a darknet cfg, else the tutorial's
     dets = postprocess(outputs, spec, net_hw=(416, 416), orig_hw=(480, 640),
@@ -51,6 +55,10 @@ MAX_WH_LOGIT = 20.0
 # the reference's detect_yolov3.py defaults (1.30.2; v1.3 had score 0.6)
 DEFAULT_SCORE_THRES = 0.56
 DEFAULT_IOU_THRES = 0.5
+# anchor-free heads: the strides of their grids, and the exporter's (ultralytics') defaults
+ANCHOR_FREE_STRIDES = (8, 16, 32)
+ANCHOR_FREE_SCORE_THRES = 0.25
+ANCHOR_FREE_IOU_THRES = 0.45
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,20 @@ class YoloSpec:
     masks: Mapping[int, tuple[int, ...]]          # stride -> anchor indices
     classes: int = 80
     source: str = "tutorial"                      # where the anchors came from, for messages
+    kind: str = "yolov3"                          # or "anchor_free" (YOLOv8-style decoded output)
+
+    @classmethod
+    def anchor_free(cls, classes: int) -> "YoloSpec":
+        """A YOLOv8-style decoded head of `classes` classes."""
+        return cls((), {}, classes, "anchor-free head", "anchor_free")
+
+    @property
+    def score_thres(self) -> float:
+        return ANCHOR_FREE_SCORE_THRES if self.kind == "anchor_free" else DEFAULT_SCORE_THRES
+
+    @property
+    def iou_thres(self) -> float:
+        return ANCHOR_FREE_IOU_THRES if self.kind == "anchor_free" else DEFAULT_IOU_THRES
 
     @classmethod
     def tutorial(cls) -> "YoloSpec":
@@ -98,9 +120,17 @@ class YoloSpec:
 
     @classmethod
     def for_graph(cls, graph: Any) -> "YoloSpec":
-        """The cfg's anchors when the graph came from darknet, else the tutorial's."""
+        """The cfg's anchors when the graph came from darknet; an anchor-free spec when an output
+        is a YOLOv8-style head; else the tutorial's."""
         meta = getattr(graph, "meta", {}).get("yolo")
-        return cls.from_meta(meta) if meta else cls.tutorial()
+        if meta:
+            return cls.from_meta(meta)
+        net_hw = tuple(graph.inputs[0].shape[-2:]) if graph.inputs else (0, 0)
+        for t in graph.outputs:
+            classes = anchor_free_classes(graph.shapes.get(t, ()), net_hw)
+            if classes:
+                return cls.anchor_free(classes)
+        return cls.tutorial()
 
     def channels(self) -> set[int]:
         """Channel counts a head of this model can have: anchors x (5 + classes)."""
@@ -115,6 +145,15 @@ class YoloSpec:
                              f"{net_hw[0]}x{net_hw[1]} input; the {self.source} anchors are for "
                              f"{known}")
         return self.masks[stride]
+
+
+def anchor_free_classes(shape: Sequence[int], net_hw: Sequence[int]) -> int | None:
+    """The class count when `shape` is a YOLOv8-style head N x (4 + C) x A for this input size
+    (A = the cells of the 8, 16 and 32 stride grids), else None."""
+    if len(shape) != 3 or len(net_hw) != 2 or shape[1] <= 4:
+        return None
+    cells = sum(-(-net_hw[0] // s) * -(-net_hw[1] // s) for s in ANCHOR_FREE_STRIDES)
+    return int(shape[1]) - 4 if shape[2] == cells else None
 
 
 def head_layout(shape: Sequence[int], channels: set[int]) -> str | None:
@@ -189,9 +228,24 @@ def decode_head(t: np.ndarray, layout: str, anchors: np.ndarray, net_hw: tuple[i
     return boxes, scores
 
 
+def decode_anchor_free(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A YOLOv8-style head N x (4 + C) x A -> (corner boxes N x A x 4, scores N x A x C)."""
+    t = np.asarray(t, dtype=np.float32)
+    cxcywh = t[:, :4].transpose(0, 2, 1)
+    half = cxcywh[..., 2:] / 2
+    corners = np.concatenate([cxcywh[..., :2] - half, cxcywh[..., :2] + half], axis=-1)
+    return corners, t[:, 4:].transpose(0, 2, 1)
+
+
 def decode(outputs: Mapping[str, np.ndarray], spec: YoloSpec, net_hw: tuple[int, int]
            ) -> tuple[np.ndarray, np.ndarray]:
     """All heads -> (corner boxes N x M x 4 in network pixels, class scores N x M x C)."""
+    if spec.kind == "anchor_free":
+        heads = [v for v in outputs.values() if anchor_free_classes(v.shape, net_hw) == spec.classes]
+        if len(heads) != 1:
+            raise ModelError(f"expected one anchor-free head N x {4 + spec.classes} x anchors; the "
+                             f"outputs are {', '.join(f'{n} {list(v.shape)}' for n, v in outputs.items())}")
+        return decode_anchor_free(heads[0])
     channels = spec.channels()
     layouts = {name: head_layout(v.shape, channels) for name, v in outputs.items()}
     if not outputs or None in layouts.values():

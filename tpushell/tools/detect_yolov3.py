@@ -44,7 +44,8 @@ differences from the reference script: its PIL bicubic letterbox is replaced by 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tpushell.core.vision.yolo import DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES
+    from tpushell.core.vision.yolo import (ANCHOR_FREE_IOU_THRES, ANCHOR_FREE_SCORE_THRES,
+                                           DEFAULT_IOU_THRES, DEFAULT_SCORE_THRES)
     p = argparse.ArgumentParser(prog="detect_yolov3.py", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
@@ -54,11 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True,
                    help="output image (.jpg/.png/.bmp), or a directory when --input is one")
     p.add_argument("--net_input_dims", help="network input h,w (default: the model's, else 416,416)")
-    p.add_argument("--score_thres", type=float, default=DEFAULT_SCORE_THRES,
-                   help=f"minimum objectness x class score (default {DEFAULT_SCORE_THRES})")
-    p.add_argument("--iou_thres", type=float, default=DEFAULT_IOU_THRES,
+    p.add_argument("--score_thres", type=float, default=None,
+                   help=f"minimum objectness x class score (default {DEFAULT_SCORE_THRES}; "
+                        f"{ANCHOR_FREE_SCORE_THRES} for a YOLOv8-style anchor-free head)")
+    p.add_argument("--iou_thres", type=float, default=None,
                    help=f"NMS IoU above which the weaker box of a class is dropped "
-                        f"(default {DEFAULT_IOU_THRES})")
+                        f"(default {DEFAULT_IOU_THRES}; {ANCHOR_FREE_IOU_THRES} anchor-free)")
     p.add_argument("--conf_thres", type=float, default=0.001, help="accepted and unused, as in the "
                    "reference")
     p.add_argument("--coco_names", help="class names file, one a line (default: the 80 COCO names)")

@@ -9,25 +9,26 @@ import os
 import time
 from typing import Sequence
 
-from tpushell.core.calibration.calibrate import METHODS
+from tpushell.core.calibration.calibrate import DEFAULT_HISTOGRAM, DEFAULT_TUNE_STEPS, HISTOGRAMS, METHODS
 from tpushell.core.errors import InputFileError, OptionError
 from tpushell.tools.common import progress_bar, run_tool
 
 DESCRIPTION = ("Calibrate a model: run it in F32 over a dataset and write each tensor's INT8 "
                "threshold, min and max as a calibration table (TPU-MLIR v1.3 format).")
 EPILOG = """\
-methods (--cali_method): kl (default) = KL-divergence threshold from the 2048-bin histogram of |x|
-  (two passes over the data, so the result does not depend on sample order), then raised by the
-  auto-tuner on the first --tune_num samples (20 steps from the KLD threshold to absmax; graph
-  outputs are not tuned); max = absmax; percentile9999 = the 99.99% to 99.999999% value (later
+methods (--cali_method): kl (default) = KL-divergence threshold from the 2048-bin histogram of |x|,
+  then raised by the auto-tuner on the first --tune_num samples (21 steps from the KLD threshold to
+  absmax; graph outputs are not tuned), as TPU-MLIR 1.30.2 computes it, so its tables come out
+  equal; max = absmax; percentile9999 = the 99.99% to 99.999999% value (later
   tensors higher), min/max become the percentile values; mse, aciq_gauss, aciq_laplace = the
   per-sample optimum averaged over samples, clamped to absmax (graph inputs keep absmax).
   Only kl is tuned. The legacy names use_max, use_percentile9999, ... are accepted.
---debug_cmd: "tune_steps=N" (the reference's 1.30.2 tuner uses 21; v1.3 and the default use 20);
-  "one_pass_histogram" (1.30.2's histogram: its bin width is fixed by the first sample and bins
-  are added as the range grows, so the result depends on sample order; with tune_steps=21 it
-  reproduces the tables of TPU-MLIR 1.30.2); the legacy method names (use_max, ...).
-  Anything else is an error.
+--histogram: one_pass (default, TPU-MLIR 1.30.2: the first sample fixes the bin width and bins are
+  added as the range grows, so the result depends on sample order) or two_pass (TPU-MLIR v1.3: a
+  first pass finds every tensor's range, a second histograms it; order-independent; use with
+  --debug_cmd tune_steps=20 for v1.3's tables).
+--debug_cmd: "tune_steps=N" (default 21, as 1.30.2; v1.3 used 20); "one_pass_histogram" (the
+  default anyway); the legacy method names (use_max, ...). Anything else is an error.
 mlir_file: an .mlir from model_transform.py carries its preprocessing; for an .onnx or darknet
   .cfg give the preprocessing with the model options below (as for model_transform.py).
 not available (the reference has them): --search {search_threshold, search_qtable, fast_search,
@@ -38,8 +39,6 @@ not available (the reference has them): --search {search_threshold, search_qtabl
   --mix_mode, --q_group_size, --pre_qtable, --cluster, --we, --bc, --sq, --smc, --debug_log,
   int4 and fp8 tables (#int4_th), the torch observers, and the mse/aciq "last five tensors"
   percentile override, 1.30.2's halving of one-pass histograms longer than 64x2048 bins.
-  By default the histogram is v1.3's two-pass one, so thresholds can differ from a 1.30.2 table
-  where the KLD minimum falls on another bin (see one_pass_histogram).
 """
 LEGACY = {f"use_{m}": m for m in METHODS}
 
@@ -62,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--cali_method", default="kl", choices=list(METHODS) + list(LEGACY),
                       metavar="{" + ",".join(METHODS) + "}", help="threshold method (default kl)")
     data.add_argument("-o", "--calibration_table", required=True, help="output table file")
+    data.add_argument("--histogram", choices=HISTOGRAMS, default=None,
+                      help="one_pass (default, TPU-MLIR 1.30.2) or two_pass (v1.3, order-independent)")
     data.add_argument("--debug_cmd", default="", help="tune_steps=N, or a legacy method name")
     model = p.add_argument_group("model (for .onnx / .cfg; an .mlir carries these)")
     COMMANDS["load"].add_arguments(model)
@@ -73,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_debug_cmd(text: str, method: str) -> dict:
     """Calibration keywords from --debug_cmd 'tune_steps=21;one_pass_histogram'-style text."""
-    from tpushell.core.calibration.thresholds import TUNE_STEPS
-    found = {"method": method, "tune_steps": TUNE_STEPS, "histogram": "two_pass"}
+    found = {"method": method, "tune_steps": DEFAULT_TUNE_STEPS, "histogram": DEFAULT_HISTOGRAM}
     for item in filter(None, (t.strip() for t in text.replace(",", ";").split(";"))):
         key, _, value = item.partition("=")
         if key in LEGACY:
@@ -94,6 +94,8 @@ def _run(argv: Sequence[str] | None) -> int:
     from tpushell.core.session import Session
     args = build_parser().parse_args(argv)
     options = parse_debug_cmd(args.debug_cmd, LEGACY.get(args.cali_method, args.cali_method))
+    if args.histogram is not None:
+        options["histogram"] = args.histogram
     folder = os.path.dirname(os.path.abspath(args.calibration_table))
     if not os.path.isdir(folder):
         raise InputFileError(f"-o {args.calibration_table}: folder {folder} does not exist")

@@ -70,7 +70,7 @@ def all_tensors(graph, xs):
 
 @pytest.mark.filterwarnings("ignore::tpushell.core.errors.TpuWarning")
 def test_rows_are_graph_inputs_then_op_outputs(cnn):
-    stats = cal.collect_statistics(cnn, source(samples(3)), 3)
+    stats = cal.collect_statistics(cnn, source(samples(3)), 3, histogram="two_pass")
     assert list(stats.tensors) == cal.calibrated_tensors(cnn)
     assert list(stats.tensors)[:2] == ["x", "c1_Conv"]
 
@@ -79,7 +79,7 @@ def test_min_max_and_histogram_equal_numpy_on_all_activations(cnn):
     xs = samples(7)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TpuWarning)
-        stats = cal.collect_statistics(cnn, source(xs, batch=2), len(xs))
+        stats = cal.collect_statistics(cnn, source(xs, batch=2), len(xs), histogram="two_pass")
     ref = all_tensors(cnn, xs)
     for name, s in stats.tensors.items():
         a = ref[name]
@@ -98,8 +98,8 @@ def test_statistics_do_not_depend_on_sample_order_or_batching(cnn):
     xs = samples(9, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TpuWarning)
-        a = cal.collect_statistics(cnn, source(xs, 1), 9)
-        b = cal.collect_statistics(cnn, source(xs[::-1], 4), 9)
+        a = cal.collect_statistics(cnn, source(xs, 1), 9, histogram="two_pass")
+        b = cal.collect_statistics(cnn, source(xs[::-1], 4), 9, histogram="two_pass")
     for name in a.tensors:
         sa, sb = a.tensors[name], b.tensors[name]
         assert (sa.min, sa.max, sa.width) == (sb.min, sb.max, sb.width)
@@ -137,8 +137,8 @@ def test_replayed_outputs_give_the_same_statistics_within_the_budget(cnn, monkey
         chosen.append((set(self.chosen), sum(o.nbytes for o in kept)))
     monkeypatch.setattr(cal._Replay, "end_batch", spy)
     budget = 6 * 4 * 4 * 4 * 4 * 2          # room for two 4x4x4 float outputs of every sample
-    kept = cal.collect_statistics(cnn, source(xs), 6, replay_bytes=budget)
-    fresh = cal.collect_statistics(cnn, source(xs), 6, replay_bytes=0)
+    kept = cal.collect_statistics(cnn, source(xs), 6, replay_bytes=budget, histogram="two_pass")
+    fresh = cal.collect_statistics(cnn, source(xs), 6, replay_bytes=0, histogram="two_pass")
     ops, first_batch_bytes = chosen[0]
     assert ops and first_batch_bytes * 6 <= budget
     for name, s in kept.tensors.items():
@@ -153,9 +153,9 @@ def test_with_room_the_input_batches_are_kept_and_not_loaded_again(cnn):
     def batches():
         calls.append(1)
         return source(xs, 2)()
-    kept = cal.collect_statistics(cnn, batches, 5, replay_bytes=1 << 30)
+    kept = cal.collect_statistics(cnn, batches, 5, replay_bytes=1 << 30, histogram="two_pass")
     assert len(calls) == 1
-    fresh = cal.collect_statistics(cnn, source(xs, 2), 5, replay_bytes=0)
+    fresh = cal.collect_statistics(cnn, source(xs, 2), 5, replay_bytes=0, histogram="two_pass")
     for name, s in kept.tensors.items():
         assert np.array_equal(s.hist, fresh.tensors[name].hist), name
 
@@ -241,7 +241,7 @@ def test_progress_reports_both_passes(cnn):
     seen = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TpuWarning)
-        cal.collect_statistics(cnn, source(samples(3)), 3, progress=lambda *a: seen.append(a))
+        cal.collect_statistics(cnn, source(samples(3)), 3, progress=lambda *a: seen.append(a), histogram="two_pass")
     assert seen[0] == ("calibration statistics", 0, 3) and ("calibration statistics", 3, 3) in seen
     assert seen[-1] == ("calibration histograms", 3, 3)
 

@@ -8,7 +8,7 @@ import weakref
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from opcheck import assert_matches, make_model, reference
 from tpushell.core.errors import ModelError
 from tpushell.core.graph.interpreter import run

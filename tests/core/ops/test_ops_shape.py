@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from opcheck import Const, Given, In, case, check_op
+from opcheck import Const, In, case, check_op
 
 X = In((2, 3, 4, 5))
 
