@@ -443,12 +443,18 @@ def check_table(graph: Graph, table: CalibrationTable) -> None:
     that name no tensor of the model (they are ignored)."""
     where = table.path or "calibration table"
     missing = [t for t in calibrated_tensors(graph) if t not in table]
+    known = set(graph.tensor_names())
+    shared = sum(1 for name in table.rows if name in known)
+    if missing and shared <= len(table.rows) // 10:
+        raise CalibrationError(
+            f"{where} is for another model: {shared} of its {len(table.rows)} rows name a tensor "
+            f"of model '{graph.name}' (its rows: {', '.join(list(table.rows)[:3])} ...; this "
+            f"model's: {', '.join(missing[:3])} ...)")
     if missing:
         raise CalibrationError(
             f"{where}: no row for {len(missing)} tensor(s) of model '{graph.name}': "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
             f"{did_you_mean(missing[0], table.rows)}; is the table for this model?")
-    known = set(graph.tensor_names())
     extra = [name for name in table.rows if name not in known]
     if extra:
         warnings.warn(TpuWarning(f"{where}: {len(extra)} row(s) name no tensor of model "

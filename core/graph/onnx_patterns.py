@@ -4,6 +4,7 @@ the effect of its ONNX simplifier on names (`simplify`), and its pattern rewrite
 tanh forms), whose patterns match only as consecutive runs of nodes in file order."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -104,11 +105,20 @@ def _merge_duplicates(graph: Graph) -> None:
 class P:
     """One node of a pattern: its op type and inputs. An input is `"x"` (the pattern's outer
     input, bound at its first use), an int (the output of that earlier pattern node), a float
-    (a weight that must hold exactly this one value) or `"w:<name>"` (any weight, kept)."""
+    (a weight that must hold exactly this one value), a `Near` (a weight within float32 rounding
+    of a value) or `"w:<name>"` (any weight, kept)."""
 
     op_type: str
     inputs: tuple
     check: Callable[[Node], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Near:
+    """A one-value weight equal to `value` up to float32 rounding (exporters write sqrt(2) as
+    1.4142135 or 1.41421356...)."""
+
+    value: float
 
 
 @dataclass
@@ -167,10 +177,13 @@ ONNX_PATTERNS = [
             _unary("HardSwish")),
     Pattern("hardswish2", [P("Add", ("x", 3.0)), P("Clip", (0, 0.0, 6.0)), P("Mul", ("x", 1)),
                            P("Div", (2, 6.0))], _unary("HardSwish")),
-    Pattern("gelu", [P("Div", ("x", "w:c")), P("Erf", (0,)), P("Add", (1, 1.0)), P("Mul", ("x", 2)),
-                     P("Mul", (3, 0.5))], _unary("GELU", approx_mode="normal")),
-    Pattern("gelu_tanh", [P("Mul", ("x", 0.5)), P("Pow", ("x", 3.0)), P("Mul", (1, "w:a")),
-                          P("Add", ("x", 2)), P("Mul", (3, "w:k")), P("Tanh", (4,)),
+    # The reference fuses any constants here; only GELU's own are GELU, so other constants stay
+    # unfused (and exact) rather than silently change the numbers.
+    Pattern("gelu", [P("Div", ("x", Near(math.sqrt(2)))), P("Erf", (0,)), P("Add", (1, 1.0)),
+                     P("Mul", ("x", 2)), P("Mul", (3, 0.5))], _unary("GELU", approx_mode="normal")),
+    Pattern("gelu_tanh", [P("Mul", ("x", 0.5)), P("Pow", ("x", 3.0)),
+                          P("Mul", (1, Near(0.044715))), P("Add", ("x", 2)),
+                          P("Mul", (3, Near(math.sqrt(2 / math.pi)))), P("Tanh", (4,)),
                           P("Add", (5, 1.0)), P("Mul", (0, 6))], _unary("GELU", approx_mode="tanh")),
 ]
 # The ONNX op type the reference's rewriter creates, which its converter puts in the op name.
@@ -200,6 +213,11 @@ def _match_input(graph: Graph, got: str | float, spec, binding: dict, outputs: l
             return False
         value = np.atleast_1d(np.asarray(value))
         return value.shape == (1,) and float(value[0]) == spec
+    if isinstance(spec, Near):
+        value = got if isinstance(got, float) else graph.weights.get(got)
+        value = None if value is None else np.atleast_1d(np.asarray(value, np.float64))
+        return value is not None and value.shape == (1,) and \
+            abs(float(value[0]) - spec.value) <= 1e-6 * spec.value
     if isinstance(spec, str) and spec.startswith("w:"):
         if isinstance(got, float) or got not in graph.weights:
             return False

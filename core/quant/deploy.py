@@ -150,6 +150,11 @@ def _check_written(plan, result, feeds, tpu, tol, compare_all, excepts, folder):
     save_npz(out_path, ours)
     result.files.append(out_path)
     result.correctness = compare_npz(ours, tpu, tol, excepts)
+    if not result.correctness.results:   # a check that compared nothing must not pass
+        os.unlink(result.path)
+        raise ValidationError(f"{result.path} computes none of the simulated model's tensors "
+                              f"({', '.join(list(tpu)[:3])}); the file was removed",
+                              result.correctness)
     if not result.correctness.passed:
         os.unlink(result.path)
         raise ValidationError(_failure(f"{result.path} against the simulated model",
@@ -237,6 +242,7 @@ def manifest(plan: QuantPlan, enc: _Arrays) -> dict[str, Any]:
         "ranges": {t: [r.min, r.max] for t, r in plan.ranges.items()},
         "tensors": {t: _qtype(ty) for t, ty in plan.types.items()},
         "steps": [_step_record(s, enc) for s in plan.steps.values()],
+        "aliases": plan.aliases,
     }
 
 
@@ -335,4 +341,5 @@ def _plan_from(doc: dict, arrays: Mapping[str, np.ndarray]) -> QuantPlan:
     t = doc["target"]
     return QuantPlan(graph, get_chip(t["chip"]), t["mode"], t["fp_type"], steps,
                      {k: QType(**v) for k, v in doc["tensors"].items()}, dict(doc["op_modes"]),
-                     {k: Range(*v) for k, v in doc["ranges"].items()}, bool(t["asymmetric"]))
+                     {k: Range(*v) for k, v in doc["ranges"].items()}, bool(t["asymmetric"]),
+                     dict(doc.get("aliases", {})))

@@ -212,6 +212,21 @@ class _Builder:
                       axis=0)
         self._int8_op(s, [None, w, b], {**s.attrs, "_relu": p.get("relu")})
 
+    def _deconv(self, s: Step) -> None:
+        # Filter [ic, oc, kh, kw] with one scale per output channel (axis 1); symmetric input.
+        p, tin = s.params, s.in_types[0]
+        codes = np.asarray(p["weight_codes"])
+        ws = np.asarray(p["weight_scales"], np.float32)
+        w = self.node("DequantizeLinear", [self.init(s.name + "_wq", codes),
+                                           self.init(s.name + "_wscale", ws),
+                                           self.init(s.name + "_wzp", np.zeros_like(codes[0, :, 0, 0]))],
+                      axis=1)
+        b = self.node("DequantizeLinear", [
+            self.init(s.name + "_bq", np.asarray(p["bias_codes"], np.int64).astype(np.int32)),
+            self.init(s.name + "_bscale", (ws.astype(np.float64) * tin.scale).astype(np.float32)),
+            self.init(s.name + "_bzp", np.zeros(len(ws), np.int32))], axis=0)
+        self._int8_op(s, [None, w, b], {**s.attrs, "_relu": p.get("relu")})
+
     def _constant(self, s: Step) -> str:
         p = s.params
         return self.init(s.name + "_const", (np.asarray(p["constant_codes"], np.float32)
@@ -352,5 +367,9 @@ def run_qdq(path: str | os.PathLike, feeds: Mapping[str, np.ndarray], plan: Quan
         model.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
                                   for t in names if t not in known)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    values = sess.run(names, {k: np.asarray(v) for k, v in feeds.items()})
-    return dict(zip(names, values))
+    values = dict(zip(names, sess.run(names, {k: np.asarray(v) for k, v in feeds.items()})))
+    # named as `simulate` names them: graph outputs by their graph names
+    renamed = {g: values[p] for g, p in plan.aliases.items() if p in values}
+    if not keep_all:
+        return {g: values[plan.tensor(g)] for g in plan.graph.outputs}
+    return values | renamed

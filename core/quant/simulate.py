@@ -48,8 +48,10 @@ def simulate(plan: QuantPlan, feeds: Mapping[str, np.ndarray], outputs: Iterable
         _run_step(step, env)
         for t in last_use.get(i, ()):
             env.pop(t, None)
-    # graph tensors the plan renames are returned under the name they were asked by
-    names = dict(zip(asked, wanted)) if asked is not None else {t: t for t in wanted}
+    # graph tensors the plan renames are returned under the name they were asked by (with
+    # `keep_all`, under both names)
+    names = dict(zip(asked, wanted)) if asked is not None else \
+        {t: t for t in wanted} | {g: p for g, p in plan.aliases.items() if p in keep}
     if codes:
         return {t: env[w] for t, w in names.items() if w in env}
     return {t: plan.dequantize(w, env[w]) for t, w in names.items() if w in env}

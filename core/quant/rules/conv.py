@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 
 from ... import quantmath as qm
-from ...ops.conv import _spatial_attrs, conv_nd
+from ...ops.conv import ConvTranspose, _spatial_attrs, conv_nd
 from . import Int8Op, NoInt8Rule, RuleContext, kernel, rule
 
 FLOAT32_EXACT = 2**24
@@ -140,3 +140,61 @@ def conv_kernel(*, in_types, out_types, attrs, params, **_):
                    shift=np.asarray(params["shifts"], np.int64), attrs=attrs, zp_in=tin.zp,
                    zp_out=tout.zp, out_signed=tout.signed, relu=bool(params.get("relu")),
                    relu_max=params.get("relu_max"))
+
+
+# ---- Deconv (K 6.17) -----------------------------------------------------------------------------
+def top_filter(w: np.ndarray) -> np.ndarray:
+    """ONNX ConvTranspose filter [ic, oc, kh, kw] as the reference's Top filter [oc, ic, kh, kw]
+    (group 1), whose rows are the output channels its per-channel scales follow."""
+    return np.ascontiguousarray(np.swapaxes(w, 0, 1))
+
+
+@rule("Deconv")
+def deconv(node, ctx: RuleContext) -> Int8Op:
+    """K 6.17: per-output-channel int8 filter, int32 accumulators plus bias, then the per-channel
+    RequantIntAxis (multiplier, shift, half away from zero)."""
+    g = ctx.graph
+    if len(node.inputs) < 2 or node.inputs[1] not in g.weights or node.inputs[0] in g.weights:
+        raise NoInt8Rule("Deconv filter is not a constant weight")
+    if int(node.attrs.get("group", 1)) != 1:
+        raise NoInt8Rule("grouped Deconv")
+    tin, tout = ctx.home(node.inputs[0]), ctx.home(node.outputs[0])
+    if tin.zp or tout.zp:
+        raise NoInt8Rule("asymmetric Deconv")
+    b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    if b_name and b_name not in g.weights:
+        raise NoInt8Rule("Deconv bias is not a constant weight")
+    w = top_filter(np.asarray(g.weights[node.inputs[1]], np.float32))
+    b = np.asarray(g.weights[b_name], np.float32) if b_name else None
+    wq, ws, w_signed = qm.quantize_weights(w, has_bias=b is not None)
+    bias_q = qm.quantize_bias(b, ws, tin.scale) if b is not None else np.zeros(w.shape[0], np.int64)
+    mult, shift = qm.scales_and_shifts(ws.astype(np.float64) * tin.scale / tout.scale, 32)
+    params = {"weight_codes": top_filter(wq).astype(np.int8 if w_signed else np.uint8),
+              "weight_scales": ws, "bias_codes": bias_q, "multipliers": mult, "shifts": shift,
+              "relu": bool(node.attrs.get("_relu"))}
+    return Int8Op((tin,), tout, "deconv", params)
+
+
+def deconv_int8(x: np.ndarray, *, wq: np.ndarray, bias_q: np.ndarray, multiplier: np.ndarray,
+                shift: np.ndarray, attrs: dict, out_signed: bool, relu: bool) -> np.ndarray:
+    """INT8 Deconv: the exact int32 ConvTranspose sum plus bias (float64 holds it exactly),
+    then per channel sat(RightShiftRound_away(acc * m, r))."""
+    public = {k: v for k, v in attrs.items() if not k.startswith("_")}
+    acc = ConvTranspose(x.astype(np.float64), wq, **public).astype(np.int64)
+    acc += channel_shape(bias_q, acc.ndim)
+    mult, shifts = (np.asarray(v, np.int64) for v in (multiplier, shift))
+    out = np.empty(acc.shape, np.int64)
+    for c in range(acc.shape[1]):
+        out[:, c] = qm.right_shift_round_away(acc[:, c] * mult[c], int(shifts[c]))
+    if relu:
+        np.maximum(out, 0, out=out)
+    return qm.to_codes(out, out_signed)
+
+
+@kernel("deconv")
+def deconv_kernel(*, out_types, attrs, params, **_):
+    return partial(deconv_int8, wq=np.asarray(params["weight_codes"], np.float64),
+                   bias_q=np.asarray(params["bias_codes"], np.int64),
+                   multiplier=np.asarray(params["multipliers"], np.int64),
+                   shift=np.asarray(params["shifts"], np.int64), attrs=attrs,
+                   out_signed=out_types[0].signed, relu=bool(params.get("relu")))

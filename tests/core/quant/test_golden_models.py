@@ -9,10 +9,12 @@ import warnings
 
 import numpy as np
 import pytest
+from tpushell.core import Session
 from tpushell.core.calibration.calibrate import check_table
 from tpushell.core.calibration.tables import read_calibration_table
 from tpushell.core.graph.interpreter import run
 from tpushell.core.graph.onnx_import import import_onnx
+from tpushell.core.errors import CalibrationError
 from tpushell.core.metrics import cosine
 from tpushell.core.quant.lowering import Lowerer
 from tpushell.core.quant.simulate import simulate
@@ -92,3 +94,14 @@ def test_int8_simulation_reproduces_the_reference(model):
     assert all(c >= 0.9999 for c in outputs.values()), outputs
     # measured: every tensor of the three models at least 99% identical, none missing
     assert not missing and not low, (missing, low)
+
+
+def test_a_reference_table_of_another_model_is_named_as_such(shared):
+    s = Session()
+    s.load(shared / "zoo" / "nudenet_yolov8n_320" / "nudenet_yolov8n_320.onnx",
+           input_shapes=[[1, 3, 320, 320]])
+    table = shared / "golden" / "ppocr_cls_mv3" / "ppocr_cls_mv3_cali_table"
+    with pytest.raises(CalibrationError, match=r"ppocr_cls_mv3_cali_table is for another model: "
+                                               r"0 of its \d+ rows name a tensor of model"):
+        s.load_calibration(table)
+    assert s.calibration is None
