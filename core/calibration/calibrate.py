@@ -448,6 +448,12 @@ def check_table(graph: Graph, table: CalibrationTable) -> None:
             f"{where}: no row for {len(missing)} tensor(s) of model '{graph.name}': "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
             f"{did_you_mean(missing[0], table.rows)}; is the table for this model?")
+    warn_unknown_rows(graph, table)
+
+
+def warn_unknown_rows(graph: Graph, table: CalibrationTable) -> None:
+    """A TpuWarning naming the rows of `table` that name no tensor of `graph` (ignored)."""
+    where = table.path or "calibration table"
     known = set(graph.tensor_names())
     extra = [name for name in table.rows if name not in known]
     if extra:
