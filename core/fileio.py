@@ -272,3 +272,42 @@ def check_file_stem(name: str, where: str) -> str:
                              "name (no '/', '\\', '..' or control characters, at most 200 "
                              "characters)")
     return name
+
+
+class FigureFolder:
+    """Where figures saved without `-o` go: one new folder per session under `base`
+    (`tpushell_plots_<date>_<time>[_k]`, made at the first figure), and inside it names that
+    are reserved as they are handed out, so no file is ever overwritten without being named."""
+
+    def __init__(self, base: str = ".") -> None:
+        self.base = base
+        self.folder: str | None = None
+        self.count = 0
+
+    def _make_folder(self) -> str:
+        import datetime
+        stem = os.path.join(self.base, datetime.datetime.now().strftime("tpushell_plots_%Y%m%d_%H%M%S"))
+        for k in range(1, 1000):
+            folder = stem if k == 1 else f"{stem}_{k}"
+            try:
+                os.mkdir(folder)
+                return folder
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise SystemFileError(f"cannot make the figure folder {folder}: "
+                                      f"{e.strerror or e}") from None
+        raise InputFileError(f"cannot make a figure folder under {self.base}: too many exist")
+
+    def next(self, ext: str = "png") -> str:
+        """A new, reserved file name for the next figure (the folder is made on first use)."""
+        if self.folder is None or not os.path.isdir(self.folder):
+            self.folder = self._make_folder()
+        while True:
+            self.count += 1
+            path = os.path.join(self.folder, f"plot_{self.count}.{ext}")
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+                return path
+            except FileExistsError:
+                continue

@@ -26,9 +26,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputFileError, QuantizationError
+from ..errors import InputFileError, QuantizationError, TpuError
 from ..fileio import FileGroup, atomic_write, check_file_stem, check_writable, load_npz, save_npz
 from ..graph.interpreter import run
+from ..graph.limits import MAX_MANIFEST_BYTES, MAX_MEMBER_BYTES
 from ..graph.ir import Graph, Node, TensorInfo
 from ..graph.preprocess import PreprocessConfig
 from ..metrics import CompareReport, compare_npz
@@ -297,7 +298,13 @@ class DeployedModel:
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, *,
             keep_all: bool = False, codes: bool = False) -> dict[str, np.ndarray]:
         """Outputs (float32) as the deployed model computes them; see core.quant.simulate."""
-        return simulate(self.plan, feeds, outputs, keep_all=keep_all, codes=codes)
+        try:
+            return simulate(self.plan, feeds, outputs, keep_all=keep_all, codes=codes)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            # the steps came from a file: numbers that do not fit their op are damage
+            raise InputFileError(f"{self.path}: a step of the model cannot run "
+                                 f"({_damage(e)}); the file is damaged, write it again with "
+                                 "model_deploy.py") from None
 
 
 def load_deployed(path: str | os.PathLike) -> DeployedModel:
@@ -307,15 +314,40 @@ def load_deployed(path: str | os.PathLike) -> DeployedModel:
         raise InputFileError(f"model file not found: {path}")
     try:
         with zipfile.ZipFile(path) as z:
+            _check_sizes(z, path)
             doc = json.loads(z.read(MANIFEST))
             _check_format(doc, path)
             arrays = {n: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
                       for n in z.namelist() if n.startswith("arrays/")}
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise InputFileError(f"{path} is not a tpushell model file ({type(e).__name__}: {e}); "
-                             "tpushell runs the simulator models model_deploy.py writes, not "
-                             "Sophgo binaries") from None
-    return DeployedModel(path, _plan_from(doc, arrays), doc)
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, EOFError) as e:
+        raise InputFileError(f"{path} is not a tpushell model file ({type(e).__name__}: "
+                             f"{str(e)[:200]}); tpushell runs the simulator models "
+                             "model_deploy.py writes, not Sophgo binaries") from None
+    try:
+        plan = _plan_from(doc, arrays)
+        plan.graph.check()
+    except TpuError as e:
+        raise InputFileError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+        raise InputFileError(f"{path}: the model file is damaged ({_damage(e)}); write it again "
+                             "with model_deploy.py") from None
+    return DeployedModel(path, plan, doc)
+
+
+def _damage(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"missing entry {e}"
+    return f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def _check_sizes(z: zipfile.ZipFile, path: str) -> None:
+    """Refuse members that would inflate past what any model holds (a zip bomb), before reading."""
+    for info in z.infolist():
+        limit = MAX_MANIFEST_BYTES if info.filename == MANIFEST else MAX_MEMBER_BYTES
+        if info.file_size > limit:
+            raise InputFileError(f"{path}: member {info.filename} inflates to {info.file_size} "
+                                 f"bytes, above the limit {limit}; not a model file tpushell "
+                                 "wrote")
 
 
 def is_deployed_model(path: str | os.PathLike) -> bool:
@@ -328,9 +360,14 @@ def is_deployed_model(path: str | os.PathLike) -> bool:
 
 
 def _check_format(doc: dict, path: str) -> None:
+    if not isinstance(doc, dict):
+        raise InputFileError(f"{path}: {MANIFEST} is a {type(doc).__name__}, not an object")
     if doc.get("format") != FORMAT:
         raise InputFileError(f"{path}: format '{doc.get('format')}' is not '{FORMAT}'")
-    if int(doc.get("version", 0)) > VERSION:
+    if not isinstance(doc.get("version"), int) or doc["version"] < 1:
+        raise InputFileError(f"{path}: {FORMAT} version {doc.get('version')!r} is not a version "
+                             f"number (this tpushell reads version {VERSION})")
+    if doc["version"] > VERSION:
         raise InputFileError(f"{path}: {FORMAT} version {doc['version']} is newer than this "
                              f"tpushell reads ({VERSION}); upgrade tpushell")
 
