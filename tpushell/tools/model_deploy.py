@@ -79,10 +79,10 @@ def _run(argv: Sequence[str] | None) -> int:
                                "needs --calibration_table (made by run_calibration.py)")
     table = read_calibration_table(args.calibration_table) if args.calibration_table else None
     graph = load_model(args.mlir)
-    if table is not None:
-        warn_unknown_rows(graph, table)   # as the shell does
     plan = Lowerer(graph, table, args.chip, asymmetric=args.asymmetric).plan(
         args.quantize, qtable, args.fp_type)
+    if table is not None:
+        warn_unknown_rows(graph, table)   # as the shell does (after the table-matches check)
     excepts = [] if args.excepts == "-" else parse_names(args.excepts)
     try:
         result = deploy(plan, args.model, test_input=args.test_input,
