@@ -131,22 +131,29 @@ class FileGroup:
 
     def __init__(self) -> None:
         self.pending: dict[str, str] = {}    # final path -> temp file
+        self.writing: set[str] = set()       # temp files being written
 
     def __enter__(self) -> "FileGroup":
         return self
 
     def __exit__(self, kind, value, tb) -> None:
-        if kind is None:
-            self.commit()
-        else:
+        if kind is not None:
             self.discard()
+            return
+        try:
+            self.commit()
+        except BaseException:   # Ctrl-C before the renames began: no temp file may stay
+            self.discard()
+            raise
 
     @contextlib.contextmanager
     def open(self, path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         """A temp file for `path`, kept for `commit` when the block ends without error."""
         path = check_writable(path)
         try:
-            fd, tmp = _temp_for(path)
+            with _held_interrupts():   # the temp file is known before Ctrl-C can strike
+                fd, tmp = _temp_for(path)
+                self.writing.add(tmp)
         except OSError as e:
             raise SystemFileError(f"cannot write {path}: {e.strerror or e}") from None
         try:
@@ -163,6 +170,7 @@ class FileGroup:
         if path in self.pending:
             _unlink_quietly(self.pending[path])
         self.pending[path] = tmp
+        self.writing.discard(tmp)
 
     def temp(self, path: str | os.PathLike) -> str:
         """The temp file holding what will become `path`."""
@@ -192,10 +200,12 @@ class FileGroup:
         return done
 
     def discard(self) -> None:
-        """Remove every temp file; the old files stay as they were."""
-        for tmp in self.pending.values():
-            _unlink_quietly(tmp)
-        self.pending = {}
+        """Remove every temp file (renamed ones are gone already); the old files stay as they
+        were."""
+        with _held_interrupts():
+            for tmp in list(self.pending.values()) + list(self.writing):
+                _unlink_quietly(tmp)
+            self.pending, self.writing = {}, set()
 
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray],
