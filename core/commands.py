@@ -25,7 +25,7 @@ from .calibration.calibrate import HISTOGRAMS
 from .calibration.calibrate import METHODS as CALI_METHODS
 from .errors import (SYSTEM_ERRORS, InputFileError, OptionError, StateError, SystemFileError,
                      TpuError, did_you_mean)
-from .fileio import atomic_write, load_npz, save_npz
+from .fileio import atomic_write, check_writable, load_npz, save_npz
 from .graph.preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
 from .options import parse_floats, parse_names, parse_shapes, parse_tolerance
 from .results import Column, Message, Result, Table
@@ -622,6 +622,8 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
 @command("calibrate", _calibrate_args, category="quantization", records=True)
 def calibrate(session: Session, args: argparse.Namespace) -> Result:
     """Calibrate INT8 thresholds on a dataset (run_calibration), or load a calibration table."""
+    if args.output:
+        check_writable(args.output, "-o")   # before the calibration, not after it
     if args.table:
         table = session.load_calibration(args.table)
         title = f"calibration table {args.table}: {len(table)} tensors"
