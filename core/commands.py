@@ -23,8 +23,9 @@ import numpy as np
 
 from .calibration.calibrate import HISTOGRAMS
 from .calibration.calibrate import METHODS as CALI_METHODS
-from .errors import InputFileError, OptionError, StateError, TpuError, did_you_mean
-from .fileio import atomic_write, load_npz, save_npz
+from .errors import (SYSTEM_ERRORS, InputFileError, OptionError, StateError, SystemFileError,
+                     TpuError, did_you_mean)
+from .fileio import atomic_write, check_writable, load_npz, save_npz
 from .graph.preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
 from .options import parse_floats, parse_names, parse_shapes, parse_tolerance
 from .results import Column, Message, Result, Table
@@ -102,13 +103,16 @@ class Outcome:
 
 
 def attempt(session: Session, name: str, args: argparse.Namespace, line: str = "") -> Outcome:
-    """`execute` for front ends: TpuError and warnings are captured instead of raised or printed."""
+    """`execute` for front ends: TpuError and warnings are captured instead of raised or printed;
+    OS, decoding and memory errors become one TpuError line naming the file."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             result, error = execute(session, name, args, line), None
         except TpuError as e:
             result, error = None, e
+        except SYSTEM_ERRORS as e:
+            result, error = None, SystemFileError.wrap(e)
     return Outcome(result, error, [str(w.message) for w in caught])
 
 
@@ -315,7 +319,7 @@ def save(session: Session, args: argparse.Namespace) -> Result:
 def open_(session: Session, args: argparse.Namespace) -> Result:
     """Open a saved workspace: reload its model, settings, tables, qtable and journal."""
     from .workspace import open_workspace
-    open_workspace(session, args.path)
+    open_workspace(session, args.path, check_line=check_replayable)
     graph = session.model
     kept = [f"model {graph.name} ({len(graph.nodes)} ops)"]
     if session.calibration is not None:
@@ -327,6 +331,33 @@ def open_(session: Session, args: argparse.Namespace) -> Result:
     return Message(f"opened {args.path}: {', '.join(kept)}")
 
 
+# What a journal entry or a script line may be: a tpushell command (plus help / quit). Never
+# cmd2's shell, !, py, run_pyscript, ipy, alias, macro, edit, run_script, @ or history, nor a pipe
+# or redirection: a tampered workspace or script must not reach the OS shell or Python.
+SCRIPT_BUILTINS = ("help", "quit")
+
+
+def check_replayable(line: str, builtins: tuple[str, ...] = ()) -> str:
+    """`line` if it is a tpushell command (or one of `builtins`) with no pipe or redirection
+    outside quotes; else OptionError naming what is refused."""
+    words = line.split()
+    name = words[0] if words else ""
+    if name not in COMMANDS and name not in builtins:
+        raise OptionError(f"'{line[:60]}' is not a tpushell command ({name[:30] or 'empty'}); "
+                          f"only {', '.join(sorted(COMMANDS))} are replayed, never shell, !, py, "
+                          "run_pyscript, ipy, alias, macro or edit")
+    quote = None
+    for c in line:
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "|>":
+            raise OptionError(f"'{line[:60]}': a pipe or redirection ('{c}') is not replayed; "
+                              "quote the text if it belongs to an argument")
+    return line
+
+
 def _journal_args(p: argparse.ArgumentParser) -> None:
     _arg(p, "-o", "--output", complete="path", help="write the journal as a script for "
          "`tpushell --script`")
@@ -336,6 +367,8 @@ def _journal_args(p: argparse.ArgumentParser) -> None:
 def journal(session: Session, args: argparse.Namespace) -> Result:
     """Show the commands that built this session's state (saved with the workspace)."""
     if args.output:
+        for line in session.history:   # a journal only ever holds replayable commands
+            check_replayable(line)
         with atomic_write(args.output) as f:
             f.write("# tpushell journal: replay with `tpushell --script FILE`\n")
             f.writelines(line + "\n" for line in session.history)
@@ -589,6 +622,8 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
 @command("calibrate", _calibrate_args, category="quantization", records=True)
 def calibrate(session: Session, args: argparse.Namespace) -> Result:
     """Calibrate INT8 thresholds on a dataset (run_calibration), or load a calibration table."""
+    if args.output:
+        check_writable(args.output, "-o")   # before the calibration, not after it
     if args.table:
         table = session.load_calibration(args.table)
         title = f"calibration table {args.table}: {len(table)} tensors"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 
 from .errors import OptionError
 
@@ -29,9 +30,12 @@ def parse_shapes(text: str) -> list[list[int]]:
 def parse_floats(text: str, option: str) -> list[float]:
     """'0.1,0.2,0.3' -> [0.1, 0.2, 0.3]."""
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise OptionError(f"{option} '{text}' must be comma-separated numbers, e.g. 0,0,0") from None
+    if not all(math.isfinite(v) for v in values):
+        raise OptionError(f"{option} '{text}' must be finite numbers (no nan or inf), e.g. 0,0,0")
+    return values
 
 
 def parse_names(text: str | None) -> list[str]:

@@ -19,14 +19,14 @@ import json
 import os
 import warnings
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .calibration.calibrate import METHODS, Statistics, TensorStats, check_table
-from .calibration.tables import CalibrationTable, CalRow, LossRow, LossTable, QTable
+from .calibration.tables import CalibrationTable, CalRow, LossRow, LossTable, QTable, check_row
 from .errors import InputFileError, StateError, TpuError, TpuWarning
-from .fileio import atomic_write, file_sha256, require_file
+from .fileio import atomic_write, check_file_stem, file_sha256, read_text
 from .search.precision import Edit, EditHistory
 from .session import Session
 
@@ -96,7 +96,8 @@ def _calibration_doc(t: CalibrationTable | None) -> dict[str, Any] | None:
 def _calibration(doc: dict[str, Any] | None) -> CalibrationTable | None:
     if doc is None:
         return None
-    rows = lambda r: {n: CalRow(*map(float, x)) for n, x in r.items()}  # noqa: E731
+    rows = lambda r: {n: check_row(CalRow(*map(float, x)), f"calibration row '{n}'")  # noqa: E731
+                      for n, x in r.items()}
     return CalibrationTable(rows(doc["rows"]), rows(doc.get("int4_rows", {})),
                             list(doc.get("asym_ops", [])), dict(doc.get("weight_scales", {})),
                             dict(doc.get("header", {})), doc.get("path"))
@@ -209,29 +210,38 @@ def save_workspace(session: Session, path: str | os.PathLike) -> str:
 
 def read_workspace(path: str | os.PathLike) -> dict[str, Any]:
     """The parsed workspace document, checked for format and version."""
-    path = require_file(path, "workspace")
+    text = read_text(path, "workspace")
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
         raise InputFileError(f"{path} is not a tpushell workspace (not JSON: {e})") from None
+    except RecursionError:
+        raise InputFileError(f"{path} is not a tpushell workspace (JSON nested too deep)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputFileError(f"{path} is not a tpushell workspace (no '\"format\": \"{FORMAT}\"')")
-    if doc.get("version") not in READS:
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputFileError(f"{path}: workspace \"version\" is {json.dumps(version)}, not a "
+                             f"number (this tpushell reads versions {', '.join(map(str, READS))})")
+    if version not in READS:
         raise InputFileError(f"{path}: workspace version {doc.get('version')} is not supported "
                              f"(this tpushell reads versions {', '.join(map(str, READS))})")
     return doc
 
 
-def open_workspace(session: Session, path: str | os.PathLike) -> Session:
-    """Replace the state of `session` with the workspace at `path` (all or nothing)."""
+def open_workspace(session: Session, path: str | os.PathLike,
+                   check_line: Callable[[str], None] | None = None) -> Session:
+    """Replace the state of `session` with the workspace at `path` (all or nothing).
+    `check_line` vets each journal entry (the command layer refuses what is not a tpushell
+    command, so a tampered journal cannot be replayed into a shell command)."""
     path = os.fspath(path)
     doc = read_workspace(path)
+    _check_journal(doc.get("history", []), path, check_line)
     try:
         fresh = _build(doc, os.path.dirname(os.path.abspath(path)), path, session.progress)
     except TpuError as e:
         raise InputFileError(f"{path}: {e}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise InputFileError(f"{path}: the workspace is damaged ({type(e).__name__}: {e}); "
                              f"save it again from a session") from None
     session.__dict__.clear()
@@ -239,14 +249,33 @@ def open_workspace(session: Session, path: str | os.PathLike) -> Session:
     return session
 
 
+def _check_journal(history: Any, path: str, check_line: Callable[[str], None] | None) -> None:
+    """InputFileError naming the first journal entry that is not text or that `check_line`
+    refuses."""
+    if not isinstance(history, list):
+        raise InputFileError(f"{path}: the workspace is damaged (TypeError: its journal "
+                             "\"history\" is not a list of commands); save it again from a session")
+    for number, line in enumerate(history, 1):
+        if not isinstance(line, str):
+            raise InputFileError(f"{path}: journal entry {number} is not a command line")
+        if check_line is not None:
+            try:
+                check_line(line)
+            except TpuError as e:
+                raise InputFileError(f"{path}: journal entry {number}: {e}") from None
+
+
 def _build(doc: dict[str, Any], base: str, path: str, progress) -> Session:
     """A new session with the model, settings, sample data, tables, edits and journal of `doc`;
     the tables are checked against the model and chip."""
     from .quant.lowering import resolve_modes
     fresh = Session(progress=progress)
+    options = doc.get("load_options", {})
+    if options.get("name") is not None:
+        check_file_stem(options["name"], "load_options.name")
     model = _resolve(doc["model"], base, path, "model")
     model_data = _resolve(doc.get("model_data"), base, path, "model data")
-    fresh.load(model, model_data=model_data, **doc.get("load_options", {}))
+    fresh.load(model, model_data=model_data, **options)
     for name, value in doc["settings"].items():
         fresh.settings.set(name, value)
     fresh.history = [str(line) for line in doc.get("history", [])]

@@ -19,8 +19,10 @@ from typing import Iterable, Iterator, Sequence
 import cmd2
 
 from tpushell.core import Session
-from tpushell.core.commands import COMMANDS, attempt, build_parser
-from tpushell.core.errors import did_you_mean
+from tpushell.core.commands import (COMMANDS, SCRIPT_BUILTINS, attempt, build_parser,
+                                    check_replayable, save_figure)
+from tpushell.core.errors import TpuError, did_you_mean
+from tpushell.core.fileio import FigureFolder, read_text
 from tpushell.core.results import Result
 
 from .completion import attach_completers
@@ -79,7 +81,7 @@ class TpuShell(cmd2.Cmd):
         self.prompt = PROMPT
         self.plot_dir = plot_dir
         self.failed = False            # set by any error; scripts stop on it
-        self._figures = 0
+        self._figures: FigureFolder | None = None
         self.py_locals["tpu"] = self.session
         self.add_settable(cmd2.Settable("plot_dir", str, "folder where plots are saved", self))
         live = LiveSettings(self)
@@ -110,9 +112,9 @@ class TpuShell(cmd2.Cmd):
         """Print a result; save its figure (and show it when a display exists)."""
         self.poutput(str(result))
         if result.figure is not None and result.figure_path is None:
-            self._figures += 1
-            path = os.path.join(self.plot_dir, f"tpushell_plot_{self._figures}.png")
-            result.figure.savefig(path, bbox_inches="tight")
+            if self._figures is None or self._figures.base != self.plot_dir:
+                self._figures = FigureFolder(self.plot_dir)   # a new folder per session
+            path = save_figure(result.figure, self._figures.next())
             self.poutput(f"figure saved to {path}")
         has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         if result.figure is not None and sys.stdin.isatty() and has_display:
@@ -161,6 +163,11 @@ class TpuShell(cmd2.Cmd):
             self.poutput(f"{PROMPT}{line}")
             self.failed = False
             try:
+                check_replayable(line, SCRIPT_BUILTINS)   # no shell, py, alias, pipes, ...
+            except TpuError as e:
+                self.perror(f"error: {where}: {e}")
+                return 1
+            try:
                 stop = self.onecmd_plus_hooks(line, raise_keyboard_interrupt=True)
             except KeyboardInterrupt:
                 self.perror(f"interrupted at {where}")
@@ -179,20 +186,19 @@ for _name in COMMANDS:
 
 def script_lines(path: str) -> Iterator[tuple[str, str]]:
     """Commands of a script: '#' comments and blank lines skipped, trailing '\\' joins lines."""
-    with open(path, encoding="utf-8") as f:
-        pending, start = "", 0
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not pending and (not line or line.startswith("#")):
-                continue
-            start = start if pending else lineno
-            if line.endswith("\\"):
-                pending += line[:-1].rstrip() + " "
-                continue
-            yield f"{path}:{start}", pending + line
-            pending = ""
-        if pending:
-            yield f"{path}:{start}", pending.rstrip()
+    pending, start = "", 0
+    for lineno, raw in enumerate(read_text(path, "script").splitlines(), 1):
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        start = start if pending else lineno
+        if line.endswith("\\"):
+            pending += line[:-1].rstrip() + " "
+            continue
+        yield f"{path}:{start}", pending + line
+        pending = ""
+    if pending:
+        yield f"{path}:{start}", pending.rstrip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,7 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"script not found: {args.script}")
     app = TpuShell(plot_dir=args.plot_dir)
     if args.script or args.command:
-        lines = list(script_lines(args.script)) if args.script else []
+        try:
+            lines = list(script_lines(args.script)) if args.script else []
+        except TpuError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         lines += [(f"-c #{i}", c) for i, c in enumerate(args.command, 1)]
         return app.run_lines(lines)
     return app.cmdloop()

@@ -41,6 +41,7 @@ from .tables import CalibrationTable, CalRow
 METHODS = ("kl", "max", "percentile9999", "mse", "aciq_gauss", "aciq_laplace")
 PER_SAMPLE_METHODS = ("mse", "aciq_gauss", "aciq_laplace")
 DEFAULT_BINS = 2048
+MAX_BINS = 1 << 17          # 64 x the default: far past any use, and a few MB per tensor
 HISTOGRAMS = ("one_pass", "two_pass")
 # TPU-MLIR 1.30.2's calibration (the reference's tables were made so; tpu-mlir-reference.md C.2).
 DEFAULT_HISTOGRAM = "one_pass"
@@ -412,6 +413,9 @@ def collect_statistics(graph: Graph, batches: BatchSource, num_samples: int, *,
     if bins < th.KLD_TARGET_BINS:
         raise OptionError(f"--histogram_bin_num {bins} is too small; give at least "
                           f"{th.KLD_TARGET_BINS} (default {DEFAULT_BINS})")
+    if bins > MAX_BINS:   # a histogram per tensor: 1e8 bins ran into the OOM killer
+        raise OptionError(f"--histogram_bin_num {bins} is above the limit {MAX_BINS} "
+                          f"(default {DEFAULT_BINS})")
     describe = describe or (lambda index: f"batch {index + 1}")
     collector = _Collector(graph, methods, bins, num_samples, histogram == "one_pass")
     two_pass = "kl" in methods and not collector.one_pass
@@ -455,6 +459,13 @@ def check_table(graph: Graph, table: CalibrationTable) -> None:
             f"{where}: no row for {len(missing)} tensor(s) of model '{graph.name}': "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
             f"{did_you_mean(missing[0], table.rows)}; is the table for this model?")
+    warn_unknown_rows(graph, table)
+
+
+def warn_unknown_rows(graph: Graph, table: CalibrationTable) -> None:
+    """A TpuWarning naming the rows of `table` that name no tensor of `graph` (ignored)."""
+    where = table.path or "calibration table"
+    known = set(graph.tensor_names())
     extra = [name for name in table.rows if name not in known]
     if extra:
         warnings.warn(TpuWarning(f"{where}: {len(extra)} row(s) name no tensor of model "

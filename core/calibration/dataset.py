@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import InputFileError, OptionError, TpuWarning
+from ..fileio import read_text
 from ..graph.ir import Graph
 from ..graph.samples import ACCEPTED, input_config, load_sample, sample_kind
 
@@ -95,20 +96,21 @@ def _from_list(data_list: str, input_num: int) -> list[list[str]]:
         raise InputFileError(f"data list file not found: {data_list}")
     list_dir = os.path.dirname(os.path.abspath(data_list))
     samples = []
-    with open(data_list, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            entries = [e.strip() for e in line.split(",")]
-            if not any(entries):
-                continue
-            where = f"{data_list} line {number}"
-            for e in entries:
-                if sample_kind(e) is None:
-                    raise InputFileError(f"{where}: '{e}' is not a sample file; accepted "
-                                         f"extensions: {ACCEPTED}")
-            if len(entries) > 1 and "npz" in map(sample_kind, entries):
-                raise InputFileError(f"{where}: an npz sample is one file holding every input; "
-                                     f"found {len(entries)} files")
-            samples.append([_resolve(e, list_dir, where) for e in entries])
+    for number, line in enumerate(read_text(data_list, "data list").splitlines(), 1):
+        entries = [e.strip() for e in line.split(",")]
+        if not any(entries):
+            continue
+        where = f"{data_list} line {number}"
+        for e in entries:
+            if sample_kind(e) is None:
+                # name only the extension: a tampered list may point at any file's text
+                ext = os.path.splitext(e)[1][:12] or "none"
+                raise InputFileError(f"{where}: not a sample file name (extension {ext!r}); "
+                                     f"accepted extensions: {ACCEPTED}")
+        if len(entries) > 1 and "npz" in map(sample_kind, entries):
+            raise InputFileError(f"{where}: an npz sample is one file holding every input; "
+                                 f"found {len(entries)} files")
+        samples.append([_resolve(e, list_dir, where) for e in entries])
     if not samples:
         raise InputFileError(f"data list {data_list} lists no samples; give one sample a line, "
                              f"inputs separated by commas")

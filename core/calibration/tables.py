@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from ..errors import CalibrationError, QuantizationError, TpuWarning
-from ..fileio import atomic_write, require_file
+from ..fileio import FileGroup, atomic_write, read_text, require_file
 
 QUANT_MODES = ("INT8", "UINT8", "INT4", "F16", "BF16", "F32", "W8F16", "W8BF16", "W4F16",
                "W4BF16", "W4INT8", "F8E4M3", "F8E5M2")
@@ -65,13 +65,30 @@ def _number(text: str, path: str, lineno: int) -> float:
         raise CalibrationError(f"{path}:{lineno}: '{text}' is not a number") from None
 
 
-def _content_lines(path: str) -> Iterator[tuple[int, str]]:
-    """(line number, stripped line) of every non-blank line of a text file."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    for lineno, raw in enumerate(lines, 1):
+def _content_lines(path: str, what: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped line) of every non-blank line of a UTF-8 text file."""
+    for lineno, raw in enumerate(read_text(path, what).splitlines(), 1):
         if raw.strip():
             yield lineno, raw.strip()
+
+
+# Beyond this an INT8 scale (threshold / 127) is no longer a meaningful float32 number.
+MAX_THRESHOLD = 1e30
+
+
+def check_row(row: CalRow, where: str) -> CalRow:
+    """`row` if its numbers can quantize: threshold finite and > 0 (and at most MAX_THRESHOLD),
+    min and max finite with min <= max; else CalibrationError naming `where` and the value."""
+    import math
+    t = row.threshold
+    if not (math.isfinite(t) and 0 < t <= MAX_THRESHOLD):
+        raise CalibrationError(f"{where}: threshold {t!r} is not valid; a threshold is a finite "
+                               f"number > 0 and at most {MAX_THRESHOLD:g}")
+    if not (math.isfinite(row.min) and math.isfinite(row.max)):
+        raise CalibrationError(f"{where}: min {row.min!r} / max {row.max!r} must be finite numbers")
+    if row.min > row.max:
+        raise CalibrationError(f"{where}: min {row.min!r} is above max {row.max!r}")
+    return row
 
 
 def read_calibration_table(path: str | os.PathLike) -> CalibrationTable:
@@ -79,7 +96,8 @@ def read_calibration_table(path: str | os.PathLike) -> CalibrationTable:
     path = require_file(path, "calibration table")
     table = CalibrationTable(path=path)
     section = "rows"
-    for lineno, line in _content_lines(path):
+    seen: dict[tuple[str, str], int] = {}     # (section, tensor) -> first line, for duplicates
+    for lineno, line in _content_lines(path, "calibration table"):
         low = line.lower()
         if low.startswith("#int4_th"):
             section = "int4"
@@ -108,8 +126,15 @@ def read_calibration_table(path: str | os.PathLike) -> CalibrationTable:
             if len(tokens) < 2:
                 raise CalibrationError(f"{path}:{lineno}: weight scale line needs "
                                        f"'<op>_weight <count> s0 s1 ...', got '{line}'")
-            count = int(_number(tokens[1], path, lineno))
+            count = _number(tokens[1], path, lineno)
+            if not count.is_integer() or not 0 <= count <= len(tokens):
+                raise CalibrationError(f"{path}:{lineno}: '{tokens[0]}' scale count "
+                                       f"'{tokens[1]}' is not the number of scales listed")
+            count = int(count)
             scales = [_number(t, path, lineno) for t in tokens[2:]]
+            if not all(0 < v < float("inf") for v in scales):
+                raise CalibrationError(f"{path}:{lineno}: '{tokens[0]}' has a scale that is not "
+                                       "a finite number > 0")
             if len(scales) != count:
                 raise CalibrationError(f"{path}:{lineno}: '{tokens[0]}' announces {count} scales "
                                        f"but lists {len(scales)}")
@@ -121,7 +146,12 @@ def read_calibration_table(path: str | os.PathLike) -> CalibrationTable:
             raise CalibrationError(f"{path}:{lineno}: expected '<op_name> <threshold> <min> <max>', "
                                    f"got '{line}'")
         name = m.group(1)
-        row = CalRow(*(_number(m.group(i), path, lineno) for i in (2, 3, 4)))
+        row = check_row(CalRow(*(_number(m.group(i), path, lineno) for i in (2, 3, 4))),
+                        f"{path}:{lineno}: '{name}'")
+        first = seen.setdefault((section, name), lineno)
+        if first != lineno:
+            raise CalibrationError(f"{path}:{lineno}: '{name}' again (first on line {first}); "
+                                   "a table gives each tensor once")
         (table.int4_rows if section == "int4" else table.rows)[name] = row
     if not table.rows:
         raise CalibrationError(f"{path}: no calibration rows found (expected lines "
@@ -166,9 +196,12 @@ def format_calibration_table(table: CalibrationTable, *, sample_number: int | No
     return "\n".join(lines) + "\n"
 
 
-def write_calibration_table(path: str | os.PathLike, table: CalibrationTable, **header) -> None:
-    """Write `table` atomically in the v1.3 format (see format_calibration_table)."""
-    with atomic_write(path) as f:
+def write_calibration_table(path: str | os.PathLike, table: CalibrationTable, *,
+                            group: FileGroup | None = None,
+                            **header) -> None:
+    """Write `table` atomically in the v1.3 format (see format_calibration_table); with
+    `group`, renamed when the group commits."""
+    with (group.open(path) if group is not None else atomic_write(path)) as f:
         f.write(format_calibration_table(table, **header))
 
 
@@ -206,26 +239,25 @@ def read_qtable(path: str | os.PathLike) -> QTable:
     path = require_file(path, "quantize table")
     q = QTable(path=path)
     notes: list[str] = []                     # warned about once the whole file has parsed
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            tokens = line.split()
-            if len(tokens) < 2:
-                notes.append(f"{path}:{lineno}: '{tokens[0]}' has no quantize mode; line ignored")
-                continue
-            mode = tokens[1].upper()
-            if mode not in QUANT_MODES:
-                raise QuantizationError(f"{path}:{lineno}: unknown quantize mode '{tokens[1]}' for "
-                                        f"'{tokens[0]}'; valid: {', '.join(QUANT_MODES)}")
-            if len(tokens) > 2:
-                notes.append(f"{path}:{lineno}: text after the mode ignored: '{' '.join(tokens[2:])}'")
-            if tokens[0] in q.modes:
-                notes.append(f"{path}:{lineno}: '{tokens[0]}' again (first on line "
-                             f"{q.lines[tokens[0]]}); this line's {mode} wins")
-            q.modes[tokens[0]] = mode
-            q.lines[tokens[0]] = lineno
+    for lineno, raw in enumerate(read_text(path, "quantize table").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = line.split()
+        if len(tokens) < 2:
+            notes.append(f"{path}:{lineno}: '{tokens[0]}' has no quantize mode; line ignored")
+            continue
+        mode = tokens[1].upper()
+        if mode not in QUANT_MODES:
+            raise QuantizationError(f"{path}:{lineno}: unknown quantize mode '{tokens[1]}' for "
+                                    f"'{tokens[0]}'; valid: {', '.join(QUANT_MODES)}")
+        if len(tokens) > 2:
+            notes.append(f"{path}:{lineno}: text after the mode ignored: '{' '.join(tokens[2:])}'")
+        if tokens[0] in q.modes:
+            notes.append(f"{path}:{lineno}: '{tokens[0]}' again (first on line "
+                         f"{q.lines[tokens[0]]}); this line's {mode} wins")
+        q.modes[tokens[0]] = mode
+        q.lines[tokens[0]] = lineno
     for note in notes:
         warnings.warn(TpuWarning(note), stacklevel=2)
     return q
@@ -245,9 +277,11 @@ def format_qtable(q: QTable, *, chip: str, sample_number: int | None = None,
     return "\n".join(lines) + "\n"
 
 
-def write_qtable(path: str | os.PathLike, q: QTable, **header) -> None:
-    """Write `q` atomically in the v1.3 format (see format_qtable)."""
-    with atomic_write(path) as f:
+def write_qtable(path: str | os.PathLike, q: QTable, *, group: FileGroup | None = None,
+                 **header) -> None:
+    """Write `q` atomically in the v1.3 format (see format_qtable); with `group`, renamed
+    when the group commits."""
+    with (group.open(path) if group is not None else atomic_write(path)) as f:
         f.write(format_qtable(q, **header))
 
 
@@ -349,9 +383,12 @@ def loss_rows(table: LossTable) -> list[str]:
             for i, r in enumerate(table.sorted("cos").rows)]
 
 
-def write_loss_table(path: str | os.PathLike, table: LossTable, **header) -> None:
-    """Write `table` atomically in the reference's format (see format_loss_table)."""
-    with atomic_write(path) as f:
+def write_loss_table(path: str | os.PathLike, table: LossTable, *,
+                     group: FileGroup | None = None,
+                     **header) -> None:
+    """Write `table` atomically in the reference's format (see format_loss_table); with
+    `group`, renamed when the group commits."""
+    with (group.open(path) if group is not None else atomic_write(path)) as f:
         f.write(format_loss_table(table, **header))
 
 
@@ -360,7 +397,7 @@ def read_loss_table(path: str | os.PathLike) -> LossTable:
     path = require_file(path, "loss table")
     table = LossTable(path=path)
     unvisited: set[str] = set()
-    for lineno, line in _content_lines(path):
+    for lineno, line in _content_lines(path, "loss table"):
         if line.startswith("#"):
             m = re.match(r"#\s*sample number:\s*(\d+)", line)
             if m:
@@ -379,5 +416,8 @@ def read_loss_table(path: str | os.PathLike) -> LossTable:
             cos = 2.0 * float(m.group(3)) - 1.0
         except ValueError:
             raise QuantizationError(f"{path}:{lineno}: '{m.group(3)}' is not a number") from None
+        if not -1.0 <= cos <= 1.0:   # NaN too
+            raise QuantizationError(f"{path}:{lineno}: Cos {m.group(3)} is outside the reference "
+                                    "scale [0, 1]")
         table.rows.append(LossRow(m.group(2), cos, m.group(2) not in unvisited))
     return table

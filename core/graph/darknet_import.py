@@ -35,6 +35,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import InputFileError, ModelError, OptionError
 from .ir import Graph
+from .limits import MAX_DIM, check_shape
 
 INPUT_NAME = "input_1"
 OPSET = 13
@@ -99,8 +100,14 @@ class _Options:
             raise ModelError(f"{self.where}: option {key}={self.options[key]} is not "
                              f"{'a whole number' if convert is int else 'valid'}") from None
 
-    def int(self, key: str, default: int | None = None) -> int:
-        return self._get(key, default, int)
+    def int(self, key: str, default: int | None = None, low: int | None = None,
+            high: int | None = None) -> int:
+        value = self._get(key, default, int)
+        if (low is not None and value < low) or (high is not None and value > high):
+            valid = f"{low} to {high}" if high is not None else f"{low} or more"
+            raise ModelError(f"{self.where}: option {key}={value} is out of range (valid: "
+                             f"{valid})")
+        return value
 
     def ints(self, key: str, default: list[int] | None = None) -> list[int]:
         return self._get(key, default, lambda v: [int(t) for t in v.split(",") if t.strip()])
@@ -205,8 +212,8 @@ class _Builder:
     # ---- one method per layer kind: (index, options, input layer) -> output layer -------------
     def convolutional(self, i: int, opts: _Options, prev: _Layer) -> _Layer:
         c, h, w = prev.shape
-        filters, size = opts.int("filters"), opts.int("size", 1)
-        stride, groups = opts.int("stride", 1), opts.int("groups", 1)
+        filters, size = opts.int("filters", low=1, high=MAX_DIM), opts.int("size", 1, 1, 64)
+        stride, groups = opts.int("stride", 1, 1, 64), opts.int("groups", 1, 1, MAX_DIM)
         opts.reject("dilation", 1, "dilated convolution")
         pad = size // 2 if opts.int("pad", 0) else opts.int("padding", 0)
         if c % groups or filters % groups:
@@ -235,14 +242,18 @@ class _Builder:
             x = self.node("BatchNormalization", [x] + params, f"{base}_bn", epsilon=BN_EPSILON)
         x = self.activation(opts, x, base, "logistic")
         out_h, out_w = ((d + 2 * pad - size) // stride + 1 for d in (h, w))
+        if out_h < 1 or out_w < 1:
+            raise ModelError(f"{opts.where}: size={size} does not fit the {h}x{w} map it reads")
         return _Layer(x, (filters, out_h, out_w))
 
     def maxpool(self, i: int, opts: _Options, prev: _Layer) -> _Layer:
         c, h, w = prev.shape
-        stride = opts.int("stride", 1)
-        size = opts.int("size", stride)
-        padding = opts.int("padding", size - 1)
+        stride = opts.int("stride", 1, 1, 64)
+        size = opts.int("size", stride, 1, 64)
+        padding = opts.int("padding", size - 1, 0, 64)
         out_h, out_w = ((d + padding - size) // stride + 1 for d in (h, w))
+        if out_h < 1 or out_w < 1:
+            raise ModelError(f"{opts.where}: size={size} does not fit the {h}x{w} map it reads")
         # darknet starts windows at -padding/2 and ignores cells outside the map; the end padding
         # is what the last window needs (size 2 stride 1 -> [0,0,1,1], like the twin)
         begin = padding // 2
@@ -254,7 +265,7 @@ class _Builder:
 
     def upsample(self, i: int, opts: _Options, prev: _Layer) -> _Layer:
         c, h, w = prev.shape
-        stride = opts.int("stride", 2)
+        stride = opts.int("stride", 2, high=64)
         if stride < 1:
             raise ModelError(f"{opts.where}: stride={stride} (downsampling) is not supported")
         opts.reject("scale", 1, "only plain nearest upsampling")
@@ -284,7 +295,7 @@ class _Builder:
         return _Layer(self.activation(opts, x, f"shortcut{i}", "linear"), prev.shape)
 
     def yolo(self, i: int, opts: _Options, prev: _Layer) -> _Layer:
-        classes = opts.int("classes", 20)
+        classes = opts.int("classes", 20, 1, 100000)
         values = opts.ints("anchors")
         if len(values) % 2:
             raise ModelError(f"{opts.where}: anchors must be w,h pairs, got {len(values)} numbers")
@@ -321,13 +332,15 @@ ALIASES = {"conv": "convolutional", "max": "maxpool"}
 
 def _input_shape(path: str, net: Section, input_shapes: Sequence[Sequence[int]] | None) -> list[int]:
     opts = _Options(path, net)
-    cfg_shape = [1, opts.int("channels", 3), opts.int("height", 416), opts.int("width", 416)]
+    cfg_shape = [1, opts.int("channels", 3, 1, MAX_DIM), opts.int("height", 416, 1, MAX_DIM),
+                 opts.int("width", 416, 1, MAX_DIM)]
     if input_shapes is None:
-        return cfg_shape
+        return list(check_shape(cfg_shape, f"{opts.where}: input"))
     if len(input_shapes) != 1:
         raise OptionError(f"--input_shapes gives {len(input_shapes)} shapes; a darknet model has "
                           "one input, e.g. [[1,3,416,416]]")
     shape = [int(d) for d in input_shapes[0]]
+    check_shape(shape, "--input_shapes")
     if len(shape) != 4 or shape[1] != cfg_shape[1]:
         raise OptionError(f"--input_shapes {shape} does not fit {path}: expected "
                           f"[N,{cfg_shape[1]},H,W] (the cfg says {cfg_shape})")

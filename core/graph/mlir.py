@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputFileError, ModelError
-from ..fileio import atomic_write, load_npz, require_file, save_npz
+from ..fileio import FileGroup, check_file_stem, load_npz, read_text, require_file, save_npz
 from .ir import Graph, Node, TensorInfo
+from .limits import MAX_NESTING, check_shape
 from .preprocess import PreprocessConfig
 
 FORMAT_STATE = "TOP_F32"
@@ -140,11 +141,13 @@ def format_mlir(graph: Graph) -> str:
 def write_mlir(graph: Graph, path: str | os.PathLike) -> str:
     """Write the .mlir and its weight npz (next to it); returns the weight file path."""
     path = os.fspath(path)
-    weights_path = os.path.join(os.path.dirname(os.path.abspath(path)), weight_file_name(graph.name))
+    name = check_file_stem(graph.name, f"model {graph.name!r}")
+    weights_path = os.path.join(os.path.dirname(os.path.abspath(path)), weight_file_name(name))
     text = format_mlir(graph)
-    save_npz(weights_path, graph.weights)
-    with atomic_write(path) as f:
-        f.write(text)
+    with FileGroup() as files:   # the .mlir and its weights are replaced together
+        save_npz(weights_path, graph.weights, group=files)
+        with files.open(path) as f:
+            f.write(text)
     return weights_path
 
 
@@ -154,6 +157,7 @@ class _Scanner:
 
     def __init__(self, text: str, where: str) -> None:
         self.s, self.i, self.where = text, 0, where
+        self.depth = 0   # of brackets and braces, bounded by MAX_NESTING
 
     def error(self, what: str) -> ModelError:
         return ModelError(f"{self.where}: expected {what} at column {self.i + 1}: "
@@ -194,6 +198,15 @@ class _Scanner:
         return json.loads(m.group(0))
 
     def value(self) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise ModelError(f"{self.where}: values nested more than {MAX_NESTING} deep")
+            return self._value()
+        finally:
+            self.depth -= 1
+
+    def _value(self) -> Any:
         self.ws()
         if self.peek('"'):
             return self.string()
@@ -213,7 +226,11 @@ class _Scanner:
             self.expect(">")
             self.expect(":")
             shape, dtype = self.tensor_type()
-            return np.array(items, dtype=_NP_DTYPES[dtype]).reshape(shape)
+            try:
+                return np.array(items, dtype=_np_dtype(dtype, self.where)).reshape(shape)
+            except (ValueError, TypeError) as e:
+                raise ModelError(f"{self.where}: dense value does not fit "
+                                 f"tensor<{'x'.join(map(str, shape))}x{dtype}> ({e})") from None
         word = self.regex(r"-?[\w.+\-]+", "a value")
         if word == "true":
             return True
@@ -248,7 +265,11 @@ class _Scanner:
         body = self.regex(r"[\dx]*[a-z]+\d*", "a tensor type")
         self.expect(">")
         *dims, elem = body.split("x")
-        return tuple(int(d) for d in dims), elem
+        if any(not d.isdigit() for d in dims):
+            raise self.error("a tensor type with whole-number dims")
+        shape = check_shape([int(d) for d in dims], self.where)
+        _np_dtype(elem, self.where)
+        return shape, elem
 
     def type_list(self) -> list[tuple[tuple[int, ...], str]]:
         if not self.take("("):
@@ -263,6 +284,16 @@ class _Scanner:
             self.expect(",")
 
 
+def _np_dtype(elem: str, where: str) -> str:
+    """The numpy dtype of an MLIR element type, else ModelError naming the valid ones."""
+    if elem == "none":
+        return elem
+    if elem not in _NP_DTYPES:
+        raise ModelError(f"{where}: unknown element type '{elem}'; valid: "
+                         f"{', '.join(_NP_DTYPES)}")
+    return _NP_DTYPES[elem]
+
+
 _OP_LINE = re.compile(r'^\s*(%[\w]+)(?::(\d+))?\s*=\s*"top\.(\w+)"\(')
 
 
@@ -274,6 +305,11 @@ def parse_mlir(text: str, where: str = "<mlir>") -> tuple[Graph, str]:
                          "'module attributes {...} {')")
     head = _Scanner(lines[0][len("module attributes"):], f"{where}:1")
     module = head.attr_dict()
+    for key in ("module.name", "module.weight_file"):
+        if not isinstance(module.get(key), str):
+            raise ModelError(f"{where}:1: the module has no {key} string (our .mlir files carry "
+                             "module.name and module.weight_file)")
+    check_file_stem(module["module.name"], f"{where}:1: module.name")
     if module.get("module.state") != FORMAT_STATE:
         raise ModelError(f"{where}: unsupported module.state {module.get('module.state')!r}, "
                          f"expected {FORMAT_STATE!r}")
@@ -281,11 +317,19 @@ def parse_mlir(text: str, where: str = "<mlir>") -> tuple[Graph, str]:
     graph = Graph(str(module["module.name"]), [], [], [], meta=meta)
     ssa: dict[str, str] = {}
     weights: list[str] = []
+    returned = False
     for lineno, line in enumerate(lines[1:], 2):
         stripped = line.strip()
         if stripped.startswith("return"):
             rest = stripped[len("return"):].split(":")[0]
-            graph.outputs = [ssa[r.strip()] for r in rest.split(",") if r.strip()]
+            refs = [r.strip() for r in rest.split(",") if r.strip()]
+            unknown = [r for r in refs if r not in ssa]
+            if unknown or not refs:
+                raise ModelError(f"{where}:{lineno}: return names "
+                                 f"{', '.join(unknown) if unknown else 'no value'}; it must "
+                                 "return values defined above it")
+            graph.outputs = [ssa[r] for r in refs]
+            returned = True
             continue
         m = _OP_LINE.match(line)
         if not m:
@@ -317,6 +361,8 @@ def parse_mlir(text: str, where: str = "<mlir>") -> tuple[Graph, str]:
             ssa[result] = ""
         elif op == "Input":
             shape, elem = out_types[0]
+            if elem == "none":
+                raise ModelError(f"{where}:{lineno}: input '{locs[0]}' has no tensor type")
             graph.inputs.append(TensorInfo(locs[0], shape, _NP_DTYPES[elem]))
             graph.shapes[locs[0]], graph.dtypes[locs[0]] = shape, _NP_DTYPES[elem]
             if attrs:
@@ -339,18 +385,31 @@ def parse_mlir(text: str, where: str = "<mlir>") -> tuple[Graph, str]:
             except KeyError as e:
                 raise ModelError(f"{where}:{lineno}: operand {e} is used before it is defined") from None
             graph.nodes.append(Node(locs[0], op, inputs, outs, attrs))
+    if not returned:
+        raise ModelError(f"{where}: no 'return' line: the model has no outputs (a .mlir from "
+                         "model_transform ends its function with 'return ...')")
     graph.meta["_weights"] = weights
-    return graph, str(module["module.weight_file"])
+    return graph, module["module.weight_file"]
+
+
+def weights_beside(path: str, weight_file: str) -> str:
+    """The weight file a .mlir names, in the .mlir's own folder: a name read from the file never
+    leads elsewhere (absolute paths and '..' are refused)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    resolved = os.path.normpath(os.path.join(folder, weight_file))
+    if os.path.isabs(weight_file) or os.path.dirname(resolved) != folder:
+        raise InputFileError(f"{path}: module.weight_file {weight_file[:120]!r} is not a file name "
+                             f"in the .mlir's folder ({folder}); tpushell reads weights only "
+                             "from beside the .mlir")
+    return resolved
 
 
 def read_mlir(path: str | os.PathLike) -> Graph:
     """Read a .mlir written by `write_mlir`, with its weight npz (found next to it)."""
     path = require_file(path, "mlir file")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    graph, weight_file = parse_mlir(text, path)
+    graph, weight_file = parse_mlir(read_text(path, "mlir file"), path)
     names = graph.meta.pop("_weights")
-    weights_path = os.path.join(os.path.dirname(os.path.abspath(path)), weight_file)
+    weights_path = weights_beside(path, weight_file)
     if not os.path.isfile(weights_path):
         raise InputFileError(f"{path}: its weight file {weights_path} is missing "
                              f"(written by model_transform next to the .mlir)")

@@ -20,6 +20,7 @@ from ..ops import supported
 from . import passes
 from .canonical import canonicalize
 from .ir import Graph, Node, TensorInfo
+from .limits import check_shape
 
 MIN_OPSET, MAX_OPSET = 7, 21
 ONNX_ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
@@ -43,23 +44,46 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
-def _attr_value(attr: onnx.AttributeProto) -> Any:
+def tensor_array(t: onnx.TensorProto, where: str) -> np.ndarray:
+    """An ONNX tensor as numpy, its dims checked against the limits before any allocation; a
+    tensor whose data does not match its dims is a ModelError naming `where`."""
+    check_shape(list(t.dims), where)
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:   # onnx raises ValueError/TypeError/... for damaged data
+        raise ModelError(f"{where}: tensor data does not match its dims {list(t.dims)} "
+                         f"({type(e).__name__}: {e})") from None
+
+
+def _text(value: bytes, where: str) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise ModelError(f"{where}: string attribute is not UTF-8 text") from None
+
+
+def _attr_value(attr: onnx.AttributeProto, node: str = "?") -> Any:
+    where = f"op '{node}' attribute '{attr.name}'"
     if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
         raise UnsupportedOpError(f"attribute '{attr.name}' holds a subgraph (control flow is "
                                  "not supported)")
+    if attr.type == onnx.AttributeProto.TENSOR:
+        return tensor_array(attr.t, where)
     value = onnx.helper.get_attribute_value(attr)
     if isinstance(value, bytes):
-        return value.decode()
+        return _text(value, where)
     if isinstance(value, onnx.TensorProto):
-        return numpy_helper.to_array(value)
+        return tensor_array(value, where)
     if isinstance(value, list):
-        return [v.decode() if isinstance(v, bytes) else v for v in value]
+        return [_text(v, where) if isinstance(v, bytes) else v for v in value]
     return value
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    if not node.attribute or not node.output:
+        raise ModelError(f"Constant node '{node.name}' has no value or no output")
     attr = node.attribute[0]
-    value = _attr_value(attr)
+    value = _attr_value(attr, node.name or node.output[0])
     if attr.name in ("value_float", "value_floats"):
         return np.array(value, dtype=np.float32)
     if attr.name in ("value_int", "value_ints"):
@@ -98,6 +122,7 @@ def _input_infos(graph: onnx.GraphProto, initializers: set[str],
                                   f"{['?' if d is None else d for d in declared]}; give "
                                   "--input_shapes")
             shape = declared
+        shape = list(check_shape(shape, f"input '{inp.name}'"))
         infos.append(TensorInfo(inp.name, tuple(shape), ONNX_ELEM_TYPES.get(tt.elem_type, "float32")))
     return infos
 
@@ -164,7 +189,7 @@ def onnx_to_graph(model: onnx.ModelProto, name: str = "model",
         all_nodes, used = _needed_nodes(g, wanted)
     else:
         wanted, all_nodes, used = [o.name for o in g.output], list(g.node), None
-    weights = {t.name: numpy_helper.to_array(t) for t in g.initializer
+    weights = {t.name: tensor_array(t, f"initializer '{t.name}'") for t in g.initializer
                if used is None or t.name in used}
     inputs = _input_infos(g, {t.name for t in g.initializer}, input_shapes, used)
     body = [n for n in all_nodes if n.op_type != "Constant"]
@@ -176,18 +201,23 @@ def onnx_to_graph(model: onnx.ModelProto, name: str = "model",
     rename.update({w: w for w in weights})
     nodes, used = [], set(rename.values())
     for n in body:
+        if not any(n.output):
+            raise ModelError(f"op '{n.name}' ({n.op_type}) has no output")
         outs = []
         for t in n.output:
             if not t:
                 outs.append("")
                 continue
+            if t in rename:
+                raise ModelError(f"tensor '{t}' is written twice (again by op '{n.name or t}' "
+                                 f"({n.op_type})); each tensor has one producer")
             new = f"{t}_{n.op_type}"
             while new in used:
                 new += "_"
             used.add(new)
             rename[t] = new
             outs.append(new)
-        attrs = {a.name: _attr_value(a) for a in n.attribute}
+        attrs = {a.name: _attr_value(a, n.name or n.output[0]) for a in n.attribute}
         if n.op_type == "Split" or len(n.output) > 1:
             # Split needs its output count; other ops compute optional outputs only if asked.
             attrs["_num_outputs"] = len(n.output)
@@ -197,6 +227,10 @@ def onnx_to_graph(model: onnx.ModelProto, name: str = "model",
         if missing:
             raise ModelError(f"op '{node.name}' reads undefined tensor(s) {missing}")
         node.inputs = [rename[t] if t else "" for t in node.inputs]
+    unproduced = [o for o in wanted if o not in rename]
+    if unproduced:
+        raise ModelError(f"graph output(s) {', '.join(unproduced[:5])} not produced by any op "
+                         "or input")
     outputs = [rename[o] for o in wanted]
     graph = Graph(name, inputs, outputs, nodes, weights)
     graph.meta["opset"] = int(opset)

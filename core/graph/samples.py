@@ -51,6 +51,9 @@ def fit_batch(array: np.ndarray, info: TensorInfo, source: str) -> np.ndarray:
         expected = ["N"] + list(info.shape[1:])
         raise InputFileError(f"{source} has shape {list(array.shape)}; input '{info.name}' expects "
                              f"{expected} (any batch size N) or {list(info.shape[1:])}")
+    if array.shape[0] == 0:
+        raise InputFileError(f"{source} has shape {list(array.shape)}: no sample (batch size 0) "
+                             f"for input '{info.name}'")
     return array.astype(info.dtype, copy=False)
 
 

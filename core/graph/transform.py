@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..fileio import save_npz
+from ..fileio import check_file_stem, check_writable, save_npz
 from ..metrics import CompareReport, compare_npz
 from .interpreter import run
 from .ir import Graph
@@ -71,6 +71,8 @@ def transform(model_def: str, mlir: str, *, model_name: str, model_data: str | N
     """Import `model_def`, write `mlir` (+ weight npz); with `test_input`, self-check and save
     `<model_name>_in_f32.npz`, `<model_name>_ref_outputs.npz` and `test_result`. When the
     self-check fails the npz files are kept as evidence but no .mlir is written."""
+    check_file_stem(model_name, "--model_name")
+    check_writable(mlir, "--mlir")
     graph = load_model(model_def, model_data=model_data, name=model_name, input_shapes=input_shapes,
                        output_names=output_names, preprocess=preprocess, fold_bn=fold_bn)
     graph.name = model_name

@@ -26,9 +26,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputFileError, QuantizationError
-from ..fileio import atomic_write, load_npz, save_npz
+from ..errors import InputFileError, QuantizationError, TpuError
+from ..fileio import FileGroup, atomic_write, check_file_stem, check_writable, load_npz, save_npz
 from ..graph.interpreter import run
+from ..graph.limits import MAX_MANIFEST_BYTES, MAX_MEMBER_BYTES
 from ..graph.ir import Graph, Node, TensorInfo
 from ..graph.preprocess import PreprocessConfig
 from ..metrics import CompareReport, compare_npz
@@ -82,26 +83,30 @@ def deploy(plan: QuantPlan, path: str | os.PathLike, *, test_input: str | None =
            test_reference: str | None = None, tolerance: tuple[float, float] | None = None,
            correctness: tuple[float, float] = CORRECTNESS, compare_all: bool = False,
            excepts: Sequence[str] = (), progress: ProgressFn | None = None) -> DeployResult:
-    """Validate `plan` (with `test_input`), write it to `path`, and check the written file."""
-    path = os.fspath(path)
+    """Validate `plan` (with `test_input`), write it to `path`, and check the written file.
+
+    The model and its evidence npz files are written to temp files and renamed together at the
+    end, after the written model passed its check: the old files stay as they were until then.
+    """
+    path = check_writable(os.fspath(path), "model")
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise InputFileError(f"cannot write {path}: folder {folder} does not exist")
+    prefix(plan)   # a model name that cannot name files fails before any work
     result = DeployResult(path, plan)
-    with Progress(progress, "deploy", 3 if test_input else 1) as bar:
+    with Progress(progress, "deploy", 3 if test_input else 1) as bar, FileGroup() as files:
         feeds = None
         if test_input:
             feeds, tpu = _validate(plan, result, test_input, test_reference, tolerance, compare_all,
-                                   excepts, folder)
+                                   excepts, folder, files)
             bar.advance()
         if path.lower().endswith(".onnx"):
             from .qdq_export import write_qdq
-            write_qdq(plan, path)
+            write_qdq(plan, path, group=files)
         else:
-            write_model(plan, path)
+            write_model(plan, path, group=files)
         bar.advance()
         if feeds is not None:
-            _check_written(plan, result, feeds, tpu, correctness, compare_all, excepts, folder)
+            _check_written(plan, result, feeds, tpu, correctness, compare_all, excepts, folder,
+                           files)
             bar.advance()
     return result
 
@@ -109,10 +114,19 @@ def deploy(plan: QuantPlan, path: str | os.PathLike, *, test_input: str | None =
 def prefix(plan: QuantPlan) -> str:
     """The reference's file prefix: `<model>_<chip>_<mode>[_sym]`."""
     sym = ("_asym" if plan.asymmetric else "_sym") if plan.mode == "INT8" else ""
-    return f"{plan.graph.name}_{plan.chip.name}_{plan.mode.lower()}{sym}"
+    name = check_file_stem(plan.graph.name, f"model {plan.graph.name!r}")
+    return f"{name}_{plan.chip.name}_{plan.mode.lower()}{sym}"
 
 
-def _validate(plan, result, test_input, test_reference, tolerance, compare_all, excepts, folder):
+def _evidence_only(files: FileGroup, model_path: str) -> str:
+    """Commit the evidence npz files of a failed check (not the model); what to say about them."""
+    files.drop(model_path)
+    written = files.commit()
+    return f" (the compared tensors are in {', '.join(written)})" if written else ""
+
+
+def _validate(plan, result, test_input, test_reference, tolerance, compare_all, excepts, folder,
+              files):
     from ..graph.transform import test_feeds
     feeds = test_feeds(plan.graph, test_input)
     tpu = simulate(plan, feeds, keep_all=compare_all)
@@ -121,33 +135,39 @@ def _validate(plan, result, test_input, test_reference, tolerance, compare_all, 
         result.reference_file = test_reference
     else:
         ref = run(plan.graph, feeds, keep_all=compare_all)
-        result.reference_file = os.path.join(folder, f"{plan.graph.name}_top_outputs.npz")
-        save_npz(result.reference_file, ref)
+        result.reference_file = os.path.join(folder, f"{check_file_stem(plan.graph.name, 'model')}"
+                                                     "_top_outputs.npz")
+        save_npz(result.reference_file, ref, group=files)
         result.files.append(result.reference_file)
     result.tpu_file = os.path.join(folder, f"{prefix(plan)}_tpu_outputs.npz")
-    save_npz(result.tpu_file, tpu)
+    save_npz(result.tpu_file, tpu, group=files)
     result.files.append(result.tpu_file)
     tol = tolerance or TOLERANCE[plan.mode]
     result.report = compare_npz(tpu, ref, tol, excepts)
     if not result.report.results:
+        files.discard()
         raise ValidationError(f"--test_reference {test_reference} has none of the tensors the "
-                              f"model computes (e.g. {', '.join(list(tpu)[:3])})", result.report)
+                              f"model computes (e.g. {', '.join(list(tpu)[:3])}); nothing was "
+                              "written", result.report)
     if not result.report.passed:
+        saved = _evidence_only(files, result.path)
         raise ValidationError(_failure("the simulated model against the F32 model", result.report,
-                                       tol) + f"; {result.path} was not written", result.report)
+                                       tol) + f"; {result.path} was not written{saved}",
+                              result.report)
     return feeds, tpu
 
 
-def _check_written(plan, result, feeds, tpu, tol, compare_all, excepts, folder):
+def _check_written(plan, result, feeds, tpu, tol, compare_all, excepts, folder, files):
+    written = files.temp(result.path)   # the new file, not yet renamed over the old one
     if result.path.lower().endswith(".onnx"):
         from .qdq_export import run_qdq
-        ours = run_qdq(result.path, feeds, plan, keep_all=compare_all)
+        ours = run_qdq(written, feeds, plan, keep_all=compare_all)
         if ours is None:
             return   # onnxruntime is not installed: nothing to run the file with
     else:
-        ours = load_deployed(result.path).run(feeds, keep_all=compare_all)
+        ours = load_deployed(written).run(feeds, keep_all=compare_all)
     out_path = os.path.join(folder, f"{prefix(plan)}_model_outputs.npz")
-    save_npz(out_path, ours)
+    save_npz(out_path, ours, group=files)
     result.files.append(out_path)
     result.correctness = compare_npz(ours, tpu, tol, excepts)
     if not result.correctness.results:   # a check that compared nothing must not pass
@@ -156,10 +176,11 @@ def _check_written(plan, result, feeds, tpu, tol, compare_all, excepts, folder):
                               f"({', '.join(list(tpu)[:3])}); the file was removed",
                               result.correctness)
     if not result.correctness.passed:
-        os.unlink(result.path)
+        old = " (the old file is unchanged)" if os.path.exists(result.path) else ""
+        saved = _evidence_only(files, result.path)
         raise ValidationError(_failure(f"{result.path} against the simulated model",
-                                       result.correctness, tol) + "; the file was removed",
-                              result.correctness)
+                                       result.correctness, tol) +
+                              f"; {result.path} was not written{old}{saved}", result.correctness)
 
 
 def _failure(what: str, report: CompareReport, tol: tuple[float, float]) -> str:
@@ -254,11 +275,12 @@ def _jsonable(v: Any) -> bool:
         return False
 
 
-def write_model(plan: QuantPlan, path: str | os.PathLike) -> None:
-    """Write `plan` as a tpushell model container, atomically."""
+def write_model(plan: QuantPlan, path: str | os.PathLike, group: FileGroup | None = None) -> None:
+    """Write `plan` as a tpushell model container, atomically (with `group`: renamed when the
+    group commits)."""
     enc = _Arrays()
     doc = manifest(plan, enc)
-    with atomic_write(path, "wb") as f:
+    with (group.open(path, "wb") if group is not None else atomic_write(path, "wb")) as f:
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
             z.writestr(MANIFEST, json.dumps(doc, indent=1), compress_type=zipfile.ZIP_DEFLATED)
             for name, a in enc.members.items():
@@ -282,7 +304,13 @@ class DeployedModel:
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, *,
             keep_all: bool = False, codes: bool = False) -> dict[str, np.ndarray]:
         """Outputs (float32) as the deployed model computes them; see core.quant.simulate."""
-        return simulate(self.plan, feeds, outputs, keep_all=keep_all, codes=codes)
+        try:
+            return simulate(self.plan, feeds, outputs, keep_all=keep_all, codes=codes)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            # the steps came from a file: numbers that do not fit their op are damage
+            raise InputFileError(f"{self.path}: a step of the model cannot run "
+                                 f"({_damage(e)}); the file is damaged, write it again with "
+                                 "model_deploy.py") from None
 
 
 def load_deployed(path: str | os.PathLike) -> DeployedModel:
@@ -292,15 +320,39 @@ def load_deployed(path: str | os.PathLike) -> DeployedModel:
         raise InputFileError(f"model file not found: {path}")
     try:
         with zipfile.ZipFile(path) as z:
+            _check_sizes(z, path)
             doc = json.loads(z.read(MANIFEST))
             _check_format(doc, path)
             arrays = {n: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
                       for n in z.namelist() if n.startswith("arrays/")}
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise InputFileError(f"{path} is not a tpushell model file ({type(e).__name__}: {e}); "
-                             "tpushell runs the simulator models model_deploy.py writes, not "
-                             "Sophgo binaries") from None
-    return DeployedModel(path, _plan_from(doc, arrays), doc)
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, EOFError) as e:
+        raise InputFileError(f"{path} is not a tpushell model file ({type(e).__name__}: "
+                             f"{str(e)[:200]}); tpushell runs the simulator models "
+                             "model_deploy.py writes, not Sophgo binaries") from None
+    try:
+        plan = _plan_from(doc, arrays)
+    except TpuError as e:
+        raise InputFileError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+        raise InputFileError(f"{path}: the model file is damaged ({_damage(e)}); write it again "
+                             "with model_deploy.py") from None
+    return DeployedModel(path, plan, doc)
+
+
+def _damage(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"missing entry {e}"
+    return f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def _check_sizes(z: zipfile.ZipFile, path: str) -> None:
+    """Refuse members that would inflate past what any model holds (a zip bomb), before reading."""
+    for info in z.infolist():
+        limit = MAX_MANIFEST_BYTES if info.filename == MANIFEST else MAX_MEMBER_BYTES
+        if info.file_size > limit:
+            raise InputFileError(f"{path}: member {info.filename} inflates to {info.file_size} "
+                                 f"bytes, above the limit {limit}; not a model file tpushell "
+                                 "wrote")
 
 
 def is_deployed_model(path: str | os.PathLike) -> bool:
@@ -313,9 +365,14 @@ def is_deployed_model(path: str | os.PathLike) -> bool:
 
 
 def _check_format(doc: dict, path: str) -> None:
+    if not isinstance(doc, dict):
+        raise InputFileError(f"{path}: {MANIFEST} is a {type(doc).__name__}, not an object")
     if doc.get("format") != FORMAT:
         raise InputFileError(f"{path}: format '{doc.get('format')}' is not '{FORMAT}'")
-    if int(doc.get("version", 0)) > VERSION:
+    if not isinstance(doc.get("version"), int) or doc["version"] < 1:
+        raise InputFileError(f"{path}: {FORMAT} version {doc.get('version')!r} is not a version "
+                             f"number (this tpushell reads version {VERSION})")
+    if doc["version"] > VERSION:
         raise InputFileError(f"{path}: {FORMAT} version {doc['version']} is newer than this "
                              f"tpushell reads ({VERSION}); upgrade tpushell")
 

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import quantmath as qm
 from ..errors import ModelError
-from ..fileio import atomic_write
+from ..fileio import FileGroup, atomic_write
 from .lowering import QuantPlan, Step
 from .onnx_ops import LAYER_NORM_OPSET, ONNX_FORMS
 from .qtype import QType
@@ -339,14 +339,16 @@ def _batch_free(shape) -> list:
     return ["N"] + list(shape[1:]) if len(shape) else []
 
 
-def write_qdq(plan: QuantPlan, path: str | os.PathLike) -> onnx.ModelProto:
-    """Build, check (onnx.checker) and atomically write the QDQ model of `plan`."""
+def write_qdq(plan: QuantPlan, path: str | os.PathLike,
+              group: FileGroup | None = None) -> onnx.ModelProto:
+    """Build, check (onnx.checker) and atomically write the QDQ model of `plan` (with `group`:
+    renamed when the group commits)."""
     model = qdq_model(plan)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
         raise ModelError(f"the QDQ export of '{plan.graph.name}' is not valid ONNX: {e}") from e
-    with atomic_write(path, "wb") as f:
+    with (group.open(path, "wb") if group is not None else atomic_write(path, "wb")) as f:
         f.write(model.SerializeToString())
     return model
 

@@ -45,8 +45,9 @@ def test_alignment_reshape_crop_and_bf16():
     assert compare_tensors(x.reshape(3, 4), x.reshape(3, 4)[:2]).state == EQUAL   # cropped
     bf16 = (np.array([1.5, -2.0], np.float32).view(np.uint32) >> 16).astype(np.uint16)
     assert compare_tensors(bf16, np.array([1.5, -2.0], np.float32)).state == EQUAL
-    with pytest.raises(ValueError, match="cannot be compared"):
-        compare_tensors(x, x.reshape(2, 2, 3)[:1])
+    # other rank and size, or nothing left after the crop: a failed comparison, not an exception
+    assert compare_tensors(x, x.reshape(2, 2, 3)[:1]).state == NOT_EQUAL
+    assert not compare_tensors(x.reshape(3, 4)[:0], x.reshape(3, 4)).passed
 
 
 def test_compare_npz_summary_and_excepts():

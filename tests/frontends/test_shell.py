@@ -104,14 +104,27 @@ def test_settings_are_cmd2_settables_bound_to_the_session(shell, workdir):
     assert shell.settables["chip"].value == "cv183x"
 
 
-def test_figures_are_saved_and_their_path_printed(shell, tmp_path):
+def test_figures_are_saved_to_a_new_folder_per_session_and_never_overwrite(shell, tmp_path):
+    import os
+    import re
     from matplotlib.figure import Figure
+    from tpushell.app import TpuShell
+    from tpushell.core import Session
     fig = Figure()
     fig.add_subplot().plot([0, 1], [1, 0])
+    (tmp_path / "tpushell_plot_1.png").write_bytes(b"the user's own figure")
     shell.plot_dir = str(tmp_path)
-    out = run_shell_show(shell, Message("a plot", figure=fig))
-    assert out == ["a plot", f"figure saved to {tmp_path}/tpushell_plot_1.png"]
-    assert (tmp_path / "tpushell_plot_1.png").stat().st_size > 1000
+    first = run_shell_show(shell, Message("a plot", figure=fig))
+    second = run_shell_show(shell, Message("a plot", figure=fig))
+    paths = [re.fullmatch(r"figure saved to (.+)", out[1]).group(1) for out in (first, second)]
+    folder = os.path.dirname(paths[0])
+    assert re.fullmatch(r"tpushell_plots_\d{8}_\d{6}", os.path.basename(folder))
+    assert paths == [os.path.join(folder, "plot_1.png"), os.path.join(folder, "plot_2.png")]
+    assert all(os.path.getsize(p) > 1000 for p in paths)
+    assert (tmp_path / "tpushell_plot_1.png").read_bytes() == b"the user's own figure"
+    other = TpuShell(Session(), history_file="", plot_dir=str(tmp_path))   # the next session
+    out = run_shell_show(other, Message("a plot", figure=fig))
+    assert os.path.dirname(out[1].split(" to ", 1)[1]) != folder
 
 
 def run_shell_show(shell, result) -> list[str]:

@@ -15,7 +15,9 @@ import time
 from typing import Sequence
 
 from tpushell.core.calibration.tables import read_calibration_table, read_qtable
+from tpushell.core.calibration.calibrate import warn_unknown_rows
 from tpushell.core.errors import CalibrationError
+from tpushell.core.fileio import check_writable
 from tpushell.core.graph.loader import load_model
 from tpushell.core.quant.chips import CHIP_NAMES, MODES
 from tpushell.core.quant.deploy import ValidationError, deploy
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
+    check_writable(args.model, "--model")   # before lowering and validation, not after
     qtable = read_qtable(args.quantize_table) if args.quantize_table else None
     if needs_calibration(args.quantize, qtable) and not args.calibration_table:
         raise CalibrationError(f"--quantize {args.quantize}"
@@ -78,6 +81,8 @@ def _run(argv: Sequence[str] | None) -> int:
     graph = load_model(args.mlir)
     plan = Lowerer(graph, table, args.chip, asymmetric=args.asymmetric).plan(
         args.quantize, qtable, args.fp_type)
+    if table is not None:
+        warn_unknown_rows(graph, table)   # as the shell does (after the table-matches check)
     excepts = [] if args.excepts == "-" else parse_names(args.excepts)
     try:
         result = deploy(plan, args.model, test_input=args.test_input,

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from tpushell.core.fileio import save_npz
+from tpushell.core.fileio import check_writable, save_npz
 from tpushell.core.graph.interpreter import run
 from tpushell.core.graph.loader import load_model
 from tpushell.core.graph.transform import test_feeds
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check_writable(args.output, "--output")   # before the model runs
     if is_deployed_model(args.model) or args.model.lower().endswith(DEPLOYED_SUFFIXES):
         model = load_deployed(args.model)
         feeds = test_feeds(model.graph, args.input)

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from tpushell.core.calibration.calibrate import DEFAULT_HISTOGRAM, DEFAULT_TUNE_STEPS, HISTOGRAMS, METHODS
 from tpushell.core.errors import InputFileError, OptionError
+from tpushell.core.fileio import check_writable
 from tpushell.tools.common import progress_bar, run_tool
 
 DESCRIPTION = ("Calibrate a model: run it in F32 over a dataset and write each tensor's INT8 "
@@ -99,6 +100,7 @@ def _run(argv: Sequence[str] | None) -> int:
     folder = os.path.dirname(os.path.abspath(args.calibration_table))
     if not os.path.isdir(folder):
         raise InputFileError(f"-o {args.calibration_table}: folder {folder} does not exist")
+    check_writable(args.calibration_table, "-o")   # before the calibration, not after it
     start = time.perf_counter()
     session = Session(progress=progress_bar())
     COMMANDS["load"].run(session, args)

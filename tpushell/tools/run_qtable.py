@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Sequence
@@ -72,20 +73,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def reference_scale_cos(value: float, option: str) -> float:
+    """The true cosine of `value` given on the reference's 0.5+0.5*cos scale, which only
+    reaches (0.5, 1]; an OptionError naming `option` outside it."""
+    from tpushell.core.errors import OptionError
+    from tpushell.core.search.space import check_cos, to_true_cos
+    if check_cos(value, option) <= 0.5:
+        raise OptionError(f"{option} {value} is below the reference scale 0.5+0.5*cos, which "
+                          "runs over (0.5, 1] (0.5 is a true cosine of 0); give e.g. 0.99")
+    return to_true_cos(value, "reference")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     from tpushell.core import Session
     from tpushell.core.calibration.tables import loss_rows, write_loss_table, write_qtable
     from tpushell.core.errors import OptionError
+    from tpushell.core.fileio import FileGroup, check_writable
     from tpushell.core.metrics import reference_cos
-    from tpushell.core.search.space import check_cos, to_true_cos
     start = time.perf_counter()
     args = build_parser().parse_args(argv)
-    expected = to_true_cos(check_cos(args.expected_cos, "--expected_cos"), "reference")
-    min_layer = to_true_cos(check_cos(args.min_layer_cos, "--min_layer_cos"), "reference")
+    expected = reference_scale_cos(args.expected_cos, "--expected_cos")
+    min_layer = reference_scale_cos(args.min_layer_cos, "--min_layer_cos")
     if args.input_num < 1:
         raise OptionError(f"--input_num {args.input_num} is not valid; give 1 or more samples")
-    if args.time_budget is not None and args.time_budget <= 0:
+    if args.time_budget is not None and not args.time_budget > 0:   # NaN too
         raise OptionError(f"--time_budget {args.time_budget} must be a positive number of seconds")
+    if args.max_float_layers is not None and args.max_float_layers < 0:
+        raise OptionError(f"--max_float_layers {args.max_float_layers} must be 0 or more")
+    check_writable(args.loss_table, "--loss_table")   # before the search, not after it
+    check_writable(args.quantize_table, "-o")
+    if os.path.abspath(args.loss_table) == os.path.abspath(args.quantize_table):
+        raise OptionError(f"--loss_table and -o both name {args.quantize_table}; give two files")
     s = Session(args.chip, progress=progress_bar())
     s.settings.set("fp_type", args.fp_type)
     s.load(args.mlir_file)
@@ -109,9 +127,10 @@ def _main(argv: Sequence[str] | None) -> int:
         decisions = [t.decision.split(":")[0] for t in result.trials]
         counts = ", ".join(f"{decisions.count(d)} {d}" for d in dict.fromkeys(decisions))
         print(f"{len(result.trials)} trial(s): {counts}")
-    write_loss_table(args.loss_table, table)
-    write_qtable(args.quantize_table, result.qtable, chip=args.chip, mix_mode=result.float_mode,
-                 sample_number=result.samples)
+    with FileGroup() as files:   # the two tables are replaced together, or neither
+        write_loss_table(args.loss_table, table, group=files)
+        write_qtable(args.quantize_table, result.qtable, chip=args.chip,
+                     mix_mode=result.float_mode, sample_number=result.samples, group=files)
     print(f"Output mix quantization table to {args.quantize_table}")
     if args.search == "greedy":
         print("curve (float layers: output cos, 0.5+0.5*cos): " + ", ".join(

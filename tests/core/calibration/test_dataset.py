@@ -112,7 +112,7 @@ def test_data_list_lines_inputs_and_relative_paths(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("content,message", [
     ("a.jpg\nmissing.jpg\n", r"line 2: file not found: missing.jpg"),
-    ("a.jpg\nnotes.txt\n", r"line 2: 'notes.txt' is not a sample file"),
+    ("a.jpg\nnotes.txt\n", r"line 2: not a sample file name \(extension '.txt'\)"),
     ("x.npz,y.npz\n", r"line 1: an npz sample is one file"),
     ("a.jpg\nx.npz\n", r"mixes kinds"),
     ("\n\n", r"lists no samples"),
