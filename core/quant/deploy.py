@@ -170,13 +170,12 @@ def _check_written(plan, result, feeds, tpu, tol, compare_all, excepts, folder, 
     save_npz(out_path, ours, group=files)
     result.files.append(out_path)
     result.correctness = compare_npz(ours, tpu, tol, excepts)
+    old = " (the old file is unchanged)" if os.path.exists(result.path) else ""
     if not result.correctness.results:   # a check that compared nothing must not pass
-        os.unlink(result.path)
-        raise ValidationError(f"{result.path} computes none of the simulated model's tensors "
-                              f"({', '.join(list(tpu)[:3])}); the file was removed",
-                              result.correctness)
+        raise ValidationError(f"the written model computes none of the simulated model's tensors "
+                              f"({', '.join(list(tpu)[:3])}); {result.path} was not written{old}"
+                              f"{_evidence_only(files, result.path)}", result.correctness)
     if not result.correctness.passed:
-        old = " (the old file is unchanged)" if os.path.exists(result.path) else ""
         saved = _evidence_only(files, result.path)
         raise ValidationError(_failure(f"{result.path} against the simulated model",
                                        result.correctness, tol) +
