@@ -14,6 +14,7 @@ from functools import partial
 
 import numpy as np
 
+from ..ops.jit import compiled
 from ..ops.parallel import THREADS, parallel
 
 MIN_THRESHOLD = 1e-5      # a threshold or absmax at or below this is written as 1e-5
@@ -54,7 +55,7 @@ def abs_histogram(x: np.ndarray, width: float, bins: int, scratch: Scratch | Non
     passes on one, the largest cost of a one-pass calibration); the counts are the same: the
     same float32 operations per value, and integer counts add up in any order.
     """
-    kernel = _histogram_kernel()
+    kernel = compiled(_histogram_block)
     if kernel is None:
         return _abs_histogram_numpy(x, width, bins, scratch)
     flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
@@ -67,19 +68,6 @@ def abs_histogram(x: np.ndarray, width: float, bins: int, scratch: Scratch | Non
 
 # Values per thread's block of a histogram: below this, handing a block to a thread costs more.
 HISTOGRAM_BLOCK = 1 << 18
-_KERNEL: list = []
-
-
-def _histogram_kernel():
-    """The compiled fused histogram (cached on disk by numba), or None without numba."""
-    if not _KERNEL:
-        try:
-            import numba
-        except ImportError:
-            _KERNEL.append(None)
-        else:
-            _KERNEL.append(numba.njit(nogil=True, cache=True)(_histogram_block))
-    return _KERNEL[0]
 
 
 def _histogram_block(x, width, out):
