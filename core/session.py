@@ -132,10 +132,14 @@ class Session:
 
     def run(self, x: np.ndarray | dict[str, np.ndarray], *, outputs: Sequence[str] | None = None,
             keep_all: bool = False, quantized: bool = False) -> dict[str, np.ndarray]:
-        """Run the model on a batch: F32, or with `quantized=True` the current quantization plan."""
+        """Run the model on a batch: F32 (on onnxruntime unless every tensor is kept; see
+        core/quant/engine.py), or with `quantized=True` the current quantization plan."""
         if quantized:
             return self.simulate(x, outputs=outputs, keep_all=keep_all)
-        return run_graph(self.model, self.feeds(x), outputs, keep_all=keep_all)
+        if keep_all:
+            return run_graph(self.model, self.feeds(x), outputs, keep_all=True)
+        from .quant.engine import fast_run
+        return fast_run(self.model, self.feeds(x), outputs)
 
     # ---- calibration (core/calibration/calibrate.py, core/calibration/tables.py) -------------------------------------------
     def calibrate(self, dataset: str | os.PathLike | None = None, *,

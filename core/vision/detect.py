@@ -100,13 +100,13 @@ def graph_heads(graph: Graph, spec: YoloSpec) -> list[str]:
 def graph_detector(graph: Graph, *, name: str | None = None, forward: Forward | None = None,
                    preprocess: PreprocessConfig | None = None) -> Detector:
     """Detector for a Graph: F32 simulation of its heads unless `forward` is given."""
-    from ..graph.interpreter import run
+    from ..quant.engine import fast_run
     spec = YoloSpec.for_graph(graph)
     heads = graph_heads(graph, spec)
     input_name = graph.input_names[0]
     if forward is None:
         def forward(x: np.ndarray) -> Mapping[str, np.ndarray]:
-            return run(graph, {input_name: x}, heads)
+            return fast_run(graph, {input_name: x}, heads)
     cfg = preprocess or graph.preprocess or default_preprocess(graph)
     return Detector(name or graph.name, forward, cfg, spec)
 

@@ -41,6 +41,22 @@ def test_abs_histogram_matches_the_reference_formula_on_random_data():
     assert th.abs_histogram(x, width, BINS).sum() == np.count_nonzero(x)
 
 
+def test_the_compiled_histogram_counts_what_the_numpy_one_counts():
+    """Blocks on several threads, values past the last bin, -0.0, tiny and huge ranges, a
+    non-contiguous view: the fused kernel (numba) and the five numpy passes agree count for count."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(11)
+    for trial in range(12):
+        n = int(rng.integers(1, 3 * th.HISTOGRAM_BLOCK))
+        x = (rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 4)).astype(np.float32)
+        x[rng.random(n) < 0.3] = 0
+        x[::11] = -0.0
+        bins = int(rng.choice([BINS, 2049, 130]))
+        width = th.bin_width(float(np.abs(x).max()) * rng.choice([1.0, 0.5]) or 1.0, bins)
+        view = x[::2] if trial % 2 else x
+        assert np.array_equal(th.abs_histogram(view, width, bins), th._abs_histogram_numpy(view, width, bins))
+
+
 def test_abs_histogram_of_zeros_is_empty():
     assert th.abs_histogram(np.zeros((3, 4), np.float32), th.bin_width(1e-5, BINS), BINS).sum() == 0
 
