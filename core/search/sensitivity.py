@@ -85,17 +85,22 @@ class SensitivityTable:
     def shown(self, cos: float | None) -> float | None:
         return None if cos is None else reference_cos(cos) if self.scale == "reference" else cos
 
-    def __str__(self) -> str:
+    def header(self) -> list[str]:
+        """The lines above the rows: what was measured, how long it took, what is missing."""
         what = "0.5+0.5*cos (reference scale)" if self.scale == "reference" else "true cosine"
-        done = sum(1 for op in self.layers if op in self.rows)
+        done = sum(1 for op in self.layers if op in self.rows and
+                   self.rows[op].int8_only is not None and self.rows[op].float_only is not None)
         head = [f"sensitivity of {len(self.layers)} layer(s) on {self.samples} sample(s), {what}: "
                 f"output cos with only the layer INT8 (others F32) and only the layer "
                 f"{self.float_mode} (others INT8); all-INT8 {self.shown(self.int8_cos):.6f}; "
                 f"{self.computed} measured in {self.seconds:.1f} s"]
-        if self.interrupted or done < len(self.layers):
+        if done < len(self.layers):
             head.append(f"interrupted: {done} of {len(self.layers)} layer(s) measured; run it "
                         f"again to measure the rest")
-        lines = head + [f"{'layer':<44} {'type':<10} {'int8 only':>9} {'float only':>10}"]
+        return head
+
+    def __str__(self) -> str:
+        lines = self.header() + [f"{'layer':<44} {'type':<10} {'int8 only':>9} {'float only':>10}"]
         for op in self.ranked():
             r = self.rows[op]
             cells = [f"{self.shown(c):9.6f}" if c is not None else f"{'-':>9}"
