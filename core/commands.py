@@ -29,6 +29,7 @@ from .fileio import atomic_write, check_writable, load_npz, save_npz
 from .graph.preprocess import CHANNEL_FORMATS, KEEP_RATIO_MODES, PAD_TYPES, PIXEL_FORMATS
 from .options import parse_floats, parse_names, parse_shapes, parse_tolerance
 from .results import Column, Message, Result, Table
+from .search import SEARCH_METHODS
 from .search.precision import select_ops
 from .session import Session
 
@@ -506,8 +507,11 @@ def _qtable_args(p: argparse.ArgumentParser) -> None:
                                 "the target cosine; the result becomes the qtable (undo reverts it).")
     _cos_arg(search, "--expected_cos", 0.99, "target output cosine")
     _cos_arg(search, "--min_layer_cos", 0.99, "layers below this cosine are tried in float first")
-    search.add_argument("--method", default="reference", choices=("reference", "greedy"),
-                        help="reference: the tutorial's run_qtable walk; greedy: fewer float layers")
+    search.add_argument("--method", default="reference", choices=SEARCH_METHODS,
+                        help="reference: the tutorial's run_qtable walk; greedy: fewer float "
+                        "layers; sensitivity: reaches any target the all-float plan reaches")
+    search.add_argument("--start", choices=("int8", "pattern"), default=None,
+                        help="sensitivity: start from all-INT8 (default) or the known-head pattern")
     search.add_argument("--samples", type=int, help="samples to search on (default: the setting)")
     search.add_argument("--time_budget", type=float, help="seconds; keep the best qtable found by then")
     diff = actions.add_parser("diff", help="layers whose precision differs between two qtables",
@@ -551,8 +555,9 @@ def qtable(session: Session, args: argparse.Namespace) -> Result:
         from .plots.search import search_curve_figure
         found = session.search_qtable(_true(session, args.expected_cos, "expected_cos"),
                                       _true(session, args.min_layer_cos, "min_layer_cos"),
-                                      method=args.method,
-                                      samples=args.samples, time_budget=args.time_budget)
+                                      method=args.method, samples=args.samples,
+                                      time_budget=args.time_budget,
+                                      **({"start": args.start} if args.start else {}))
         return Message(str(found), data=found,
                        figure=search_curve_figure(found, session.settings.cosine_scale))
     if args.action == "diff":
@@ -725,3 +730,48 @@ def data(session: Session, args: argparse.Namespace) -> Result:
     session.use_data(args.dataset, data_list=args.data_list)
     return Message(f"cos and search use the first {session.settings.samples} samples of "
                    f"{args.dataset or args.data_list} (set samples N to change)")
+
+
+# ---- sensitivity and head patterns ---------------------------------------------------------------
+def _sensitivity_args(p: argparse.ArgumentParser) -> None:
+    _arg(p, "layers", nargs="*", metavar="LAYER", complete="layer",
+         help="only these layers (names, globs, op types); all by default")
+    p.add_argument("--samples", type=int, help="samples to measure on (default: the setting)")
+    p.add_argument("--top", type=int, default=30, help="layers drawn in the plot (default 30)")
+    _arg(p, "-o", "--output", complete="path", help="also save the bar plot here (.png, .svg, .pdf)")
+
+
+@command("sensitivity", _sensitivity_args, category="quantization")
+def sensitivity(session: Session, args: argparse.Namespace) -> Result:
+    """Per layer, the output cosine with only it INT8 and with only it float (cached; Ctrl-C keeps rows)."""
+    from .plots.sensitivity import sensitivity_figure
+    if args.top < 1:
+        raise OptionError(f"--top {args.top} is not valid; give 1 or more layers to draw")
+    table = session.sensitivity(samples=args.samples, layers=args.layers or None)
+    head = "\n".join(table.header())
+    rows = [[op, table.rows[op].op_type, table.shown(table.rows[op].int8_only),
+             table.shown(table.rows[op].float_only)] for op in table.ranked()]
+    cols = ["layer", "type", Column("int8 only", F6), Column("float only", F6)]
+    result = Table(head, cols, rows, data=table, figure=sensitivity_figure(table, args.top))
+    return _saved(result, args.output)
+
+
+def _pattern_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", default="F16", type=str.upper, choices=QUANTIZE_MODES[1:],
+                   help="float type to set the pattern's layers to (default F16)")
+    p.add_argument("--show", action="store_true", help="only list the layers; change nothing")
+
+
+@command("pattern", _pattern_args, category="quantization",
+         records=lambda args: not args.show)
+def pattern(session: Session, args: argparse.Namespace) -> Result:
+    """Set the known-head pattern (the ops after the last activation, e.g. a YOLO decode tail) to float."""
+    ops = session.head_pattern()
+    model = session.model
+    rows = [[model.position(op), op, model.node(op).op_type] for op in ops]
+    title = f"head pattern: {len(ops)} layer(s) after the last activation"
+    if not args.show and ops:
+        edit = session.set_precision(ops, args.mode)
+        title += (f"\nset to {args.mode}: {len(edit.changed)} layer(s) changed (undo reverts it; "
+                  f"`qtable search --method sensitivity --start pattern` shows what the target needs)")
+    return Table(title, ["#", "layer", "type"], rows, data=ops)

@@ -84,6 +84,7 @@ class Session:
         self.edits = EditHistory()               # undo / redo of qtable edits
         self.loss_table: LossTable | None = None  # of the last search
         self._working: tuple[tuple, Any] | None = None
+        self._sensitivity: dict[tuple, Any] = {}   # SensitivityTable per working set, float type
         self.calibration: CalibrationTable | None = None   # thresholds per tensor (calibrate / load)
         self.calibration_stats = None            # calibrate.Statistics of the last calibrate()
 
@@ -393,7 +394,7 @@ class Session:
                       method: str = "reference", samples: int | None = None,
                       compare_layers: str | None = None, time_budget: float | None = None,
                       apply: bool = True, low_memory: bool = False, scale: str = "true",
-                      max_float: int | None = None):
+                      max_float: int | None = None, start: str | None = None):
         """Search the layers to keep in float so the outputs reach `expected_cos` (cosines to
         F32; `scale` reference takes the tutorial's 0.5+0.5*cos numbers, e.g. 0.9999 and 0.999,
         the result is in true cosines). `method` is `reference` (the tutorial's run_qtable walk) or
@@ -401,30 +402,90 @@ class Session:
         becomes current (undoable) unless `apply` is False; the loss table is kept.
         `max_float` caps the float layers (reference default: a quarter of the ops).
         `low_memory` runs on a separate evaluator that forgets values as the walk passes them
-        (for large sample counts; the session's cached values are not reused or kept)."""
+        (for large sample counts; the session's cached values are not reused or kept).
+        `sensitivity` reaches any target the all-float plan reaches: it is ordered by the
+        `sensitivity` table when one was measured on these samples (else by each layer's own
+        error), and with `start="pattern"` starts from the known-head pattern."""
         from .quant.chips import resolve_fp_type
         from .search import run_search
-        from .search.evaluator import Evaluator
+        from .search.evaluator import SPARE_BYTES, Evaluator
         from .search.space import SearchSpace, check_cos, parse_compare_layers, to_true_cos
         expected = to_true_cos(check_cos(expected_cos, "expected_cos"), scale)
         min_layer = to_true_cos(check_cos(min_layer_cos, "min_layer_cos"), scale)
         n = samples or self.settings.samples
         own_set = n == self.settings.samples and not low_memory
-        # the reference walk floats few layers: its values are not worth packing
+        # the reference walk floats few layers: its values are not worth packing; the
+        # sensitivity search compares own errors, which needs every F32 value kept
         ev = self.evaluator() if own_set else Evaluator(
-            self.model, self.working_set(n), lean=True, spare_bytes=0, pack=method != "reference")
+            self.model, self.working_set(n), lean=method != "sensitivity",
+            spare_bytes=0 if method != "sensitivity" else SPARE_BYTES, pack=method != "reference")
         lw = self.lowerer()
         fp = resolve_fp_type(lw.chip, self.settings.fp_type)
         space = SearchSpace(ev, lambda q: lw.plan("INT8", q, fp), fp,
                             parse_compare_layers(compare_layers), release=not own_set,
                             progress=self.progress)
+        if start not in (None, "int8", "pattern"):
+            raise OptionError(f"search start '{start}' is not known; use int8 or pattern")
         result = run_search(space, method, expected_cos=expected, min_layer_cos=min_layer,
-                            time_budget=time_budget, max_float=max_float)
+                            time_budget=time_budget, max_float=max_float,
+                            ranking=self._measured_ranking(n, fp),
+                            start=self.head_pattern() if start == "pattern" else None)
         result.loss_table.chip = self.settings.chip
         self.loss_table = result.loss_table
         if apply:
             self._edit(result.qtable, f"{method} search")
         return result
+
+    def sensitivity(self, *, samples: int | None = None, layers: str | Sequence[str] | None = None,
+                    workers: int | None = None):
+        """Per layer, the output cosine with only that layer INT8 (others F32) and with only
+        that layer in float (others INT8), on the working set (or the first `samples`); rows
+        are cached: a second call, or one after an interrupted run, measures only what is
+        missing. `layers` (names, globs, op types) limits the rows; shown in `cosine_scale`."""
+        from .quant.chips import resolve_fp_type
+        from .search.precision import select_ops
+        from .search.sensitivity import SensitivityTable, layer_sensitivity
+        ev, key = self._search_evaluator(samples)
+        lw = self.lowerer()
+        fp = resolve_fp_type(lw.chip, self.settings.fp_type)
+        ev.set_plan(lw.plan("INT8", None, fp))
+        modes = ev.plan.op_modes
+        ops = [op for op in self.model.op_names if modes.get(op) == "INT8"]
+        if layers is not None:
+            selectors = [layers] if isinstance(layers, str) else list(layers)
+            chosen = {op for sel in selectors for op in select_ops(self.model, sel)}
+            ops = [op for op in ops if op in chosen]
+        before = self._sensitivity.get(key + (fp,))
+        known = dict(before.rows) if before is not None else {}
+        table = layer_sensitivity(ev, lambda mode, q: lw.plan(mode, q, fp), ops, fp, known=known,
+                                  progress=self.progress, workers=workers)
+        known.update(table.rows)
+        self._sensitivity[key + (fp,)] = SensitivityTable(known, table.int8_cos, fp, table.samples,
+                                                          layers=list(known))
+        table.scale = self.settings.cosine_scale
+        return table
+
+    def _measured_ranking(self, samples: int, fp: str) -> list[str] | None:
+        """Layers most sensitive first, from the sensitivity rows measured on these samples
+        with this float type (None when none were)."""
+        key = (id(self.lowerer()), self.dataset, self.data_list, samples, fp)
+        table = self._sensitivity.get(key)
+        return table.ranked() if table is not None else None
+
+    def _search_evaluator(self, samples: int | None):
+        """The evaluator of `samples` (default: the working set's, cached) and its cache key."""
+        from .search.evaluator import Evaluator
+        n = samples or self.settings.samples
+        key = (id(self.lowerer()), self.dataset, self.data_list, n)
+        if n == self.settings.samples:
+            return self.evaluator(), key
+        return Evaluator(self.model, self.working_set(n), lean=True, spare_bytes=0), key
+
+    def head_pattern(self) -> list[str]:
+        """The model's known-head pattern, in model order: the ops after the last activation on
+        the way to the outputs (a YOLO decode tail, as the reference's shape_pattern_qtable)."""
+        from .search.patterns import output_tail
+        return output_tail(self.model)
 
     def save_qtable(self, path: str | os.PathLike) -> str:
         """Write the current qtable in the reference's v1.3 format (atomically); returns the path."""

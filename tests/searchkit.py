@@ -83,3 +83,53 @@ def max_table(graph: Graph, feeds: dict[str, np.ndarray]) -> CalibrationTable:
     rows = {t: CalRow(float(np.abs(v).max()), float(v.min()), float(v.max()))
             for t, v in every.items()}
     return CalibrationTable(rows)
+
+
+def combination_onnx(path, seed: int = 0) -> str:
+    """Two fragile layers and a pair that matters only in combination:
+
+    a_Conv -> leaky -> f1_Conv -> leaky -> b_Conv -> leaky -> f2_Conv -> leaky -> g1_Conv -> g2_Conv
+
+    f1 and f2 are fragile as `fragile_onnx`'s f (a 1000x weight on an input channel that is
+    always zero kills their INT8 weights). g1's output has one channel near 1000 that g2 ignores
+    beside small channels g2 reads: in INT8 the small ones round to zero, so the tensor between
+    g1 and g2 must stay float, which needs both g1 and g2 in float: either alone gains nothing.
+    And while f1 or f2 is INT8 nothing else gains either, so a search adding one layer at a
+    time finds no first step."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def conv(name, x, cin, cout, k, leaky=True):
+        w = (rng.standard_normal((cout, cin, k, k)) * 0.3).astype(np.float32)
+        b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        if name in ("a", "b"):
+            w[0], b[0] = 0.0, 0.0            # channel 0 always zero ...
+        if name in ("f1", "f2"):
+            w[:, 0] = 1000.0                 # ... weighs 1000x in every channel of f1 / f2
+        if name == "g1":
+            w[0], b[0] = 0.0, 1000.0         # channel 0 is a constant 1000
+        if name == "g2":
+            w[:, 0] = 0.0                    # ... which g2 ignores
+        inits.extend([numpy_helper.from_array(w, name + "_w"), numpy_helper.from_array(b, name + "_b")])
+        nodes.append(helper.make_node("Conv", [x, name + "_w", name + "_b"], [name], pads=[k // 2] * 4))
+        if not leaky:
+            return name
+        nodes.append(helper.make_node("LeakyRelu", [name], [name + "_l"], alpha=0.1))
+        return name + "_l"
+
+    t = conv("a", "x", 4, 8, 3)
+    t = conv("f1", t, 8, 8, 1)
+    t = conv("b", t, 8, 8, 3)
+    t = conv("f2", t, 8, 8, 1)
+    t = conv("g1", t, 8, 8, 1, leaky=False)
+    conv("g2", t, 8, 4, 3, leaky=False)
+    graph = helper.make_graph(nodes, "combination",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("g2", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+def combination_graph(tmp_path) -> Graph:
+    return import_onnx(combination_onnx(tmp_path / "combination.onnx"), name="combination")

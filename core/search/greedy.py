@@ -31,7 +31,7 @@ import time
 
 from ..progress import Progress
 from .reference import reference_search
-from .space import SearchResult, SearchSpace, Trial, point
+from .space import SearchResult, SearchSpace, Trial, bisect_prefix, point
 
 Unit = tuple[str, ...]
 
@@ -237,11 +237,31 @@ def greedy_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: flo
         bar.advance(bar.total - bar.done)        # the cap is only an upper bound
     search.swap()
     search.prune()
-    if search.reached():
+    fell_back = not search.reached() and not budget.hit and max_float is None and \
+        _fall_back(search)
+    if search.reached() and not fell_back:
         result.reason = "target reached"
     if budget.hit:
         result.reason = f"time budget of {time_budget:g} s used up; best plan found so far"
     return _finish(space, result, search.floats, start)
+
+
+def _fall_back(search: _Search) -> bool:
+    """Greedy stalled short of the target: bisect over its ranking (the all-float plan first),
+    so that a target the all-float plan reaches is reached; then prune."""
+    result = search.result
+    units = sorted((search.ranking or {}).items(), key=lambda kv: -kv[1])
+    ranked = list(dict.fromkeys([op for unit, _ in units for op in unit] + search.candidates))
+    found = bisect_prefix(search.space, search.floats, ranked, result.expected_cos,
+                          result.trials.append, search.budget.over)
+    result.all_float_cos = next(t.cos for t in result.trials if t.layer == "bisect: all ranked")
+    if found is None:
+        result.reason += f"; even every candidate in float gives {result.all_float_cos:.6f}"
+        return False
+    search.record("bisect", found[0], found[1], "bisect: target reached", ())
+    search.prune()
+    result.reason = "target reached by the bisection fallback (greedy stalled), then pruned"
+    return True
 
 
 def _finish(space: SearchSpace, result: SearchResult, floats: list[str],

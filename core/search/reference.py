@@ -87,7 +87,8 @@ def reference_search(space: SearchSpace, *, expected_cos: float, min_layer_cos: 
                 reason = "target reached"
                 break
             if out < int8:
-                trials.append(Trial(op, tuple(added), out, "reverted: worse than INT8"))
+                trials.append(Trial(op, tuple(added), out,
+                                    f"reverted: outputs {out:.6f} < INT8 {int8:.6f}"))
                 space.use(floats)
                 continue
             floats += added

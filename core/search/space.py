@@ -122,12 +122,18 @@ class SearchSpace:
 @dataclass
 class Trial:
     """One evaluated change: the layer that triggered it, the layers set to float, the output
-    cosine reached, and what the search did with it."""
+    cosine reached, and what the search did with it (`kept` False when reverted). `floats`,
+    `float_macs` and `bytes` describe the plan that was evaluated (a point of the curve of
+    every trial, kept or not), when the search records them."""
 
     layer: str
     added: tuple[str, ...]
     cos: float
     decision: str
+    kept: bool | None = None
+    floats: int | None = None
+    float_macs: int | None = None
+    bytes: int | None = None
 
 
 @dataclass
@@ -159,6 +165,9 @@ class SearchResult:
     curve: list[CurvePoint] = field(default_factory=list)
     cost: PlanCost | None = None
     ranking: dict[str, float] = field(default_factory=dict)   # greedy: output cos per unit
+    all_float_cos: float | None = None    # the plan with every candidate in float, when measured
+    pattern: list[str] = field(default_factory=list)   # the head pattern the search started from
+    next_step: str = ""                   # what to try when the target was not reached
 
     @property
     def float_layers(self) -> list[str]:
@@ -179,12 +188,20 @@ class SearchResult:
         lines += [f"int8 output cosine {both(self.int8_cos)}",
                   f"mix output cosine  {both(self.mix_cos)} with {len(self.qtable)} "
                   f"{self.float_mode} layer(s): {' '.join(self.qtable) or '-'}"]
+        if self.all_float_cos is not None:
+            lines.append(f"all-float output cosine {both(self.all_float_cos)}")
+        if self.pattern:
+            kept = [op for op in self.pattern if op in self.qtable]
+            lines.append(f"head pattern: started from its {len(self.pattern)} layer(s); the "
+                         f"target needs {len(kept)} of them")
         if self.cost is not None:
             lines.append(f"estimated cost: {self.cost}")
         if self.trials:
             lines.append(f"{len(self.trials)} trial(s):")
             for t in self.trials:
                 lines.append(f"  {t.layer:<40} +{len(t.added)} -> {t.cos:.6f}  {t.decision}")
+        if self.next_step:
+            lines.append(self.next_step)
         lines.append(f"{self.seconds:.1f} s")
         return "\n".join(lines)
 
@@ -204,3 +221,38 @@ def point(space: SearchSpace, floats: Sequence[str], cos: float) -> CurvePoint:
     """A point of the search curve for the float set `floats` reaching output cosine `cos`."""
     c = space.cost(floats)
     return CurvePoint(len(floats), cos, c.float_macs, c.bytes)
+
+
+def trial(space: SearchSpace, layer: str, added: Sequence[str], floats: Sequence[str], cos: float,
+          decision: str, kept: bool) -> Trial:
+    """A Trial of the plan with `floats` in float, with its place on the curve."""
+    c = space.cost(floats)
+    return Trial(layer, tuple(added), cos, decision, kept, len(floats), c.float_macs, c.bytes)
+
+
+def bisect_prefix(space: SearchSpace, floats: Sequence[str], ranked: Sequence[str],
+                  expected_cos: float, record: Callable[[Trial], None],
+                  over: Callable[[], bool] = lambda: False) -> tuple[list[str], float] | None:
+    """The shortest prefix of `ranked` that, added to `floats`, beats `expected_cos`, found by
+    bisection (log2(len(ranked)) evaluations: the full list is evaluated first and must reach
+    it). None when even the full list does not, or `over()` says the time is up first."""
+    rest = [op for op in ranked if op not in floats]
+    base = list(floats)
+    full = space.evaluate(base + rest)
+    record(trial(space, "bisect: all ranked", rest, base + rest, full,
+                 f"bisect: every ranked layer gives {full:.6f}", full > expected_cos))
+    if full <= expected_cos:
+        return None
+    lo, hi, best = 0, len(rest), full          # lo: known short of the target, hi: reaches it
+    while hi - lo > 1 and not over():
+        mid = (lo + hi) // 2
+        cos = space.evaluate(base + rest[:mid])
+        reached = cos > expected_cos
+        record(trial(space, f"bisect: first {mid}", rest[:mid], base + rest[:mid], cos,
+                     f"bisect: {mid} ranked layer(s) give {cos:.6f} "
+                     f"{'>' if reached else '<='} target {expected_cos:.6f}", reached))
+        if reached:
+            hi, best = mid, cos
+        else:
+            lo = mid
+    return base + rest[:hi], best

@@ -27,6 +27,15 @@ searches:
   greedy     ranks layers (and layer+consumer pairs) by what floating them alone gains, adds the
              best greedily with re-evaluation, then drops layers the target does not need: the
              target with fewer float layers. --time_budget keeps the best table found in time.
+             When it stalls short of the target it bisects over its ranking, so a target the
+             all-float plan reaches is reached.
+  sensitivity  reaches any target the all-float plan reaches: layers ranked by their own
+             INT8 error, grown greedily (re-measured in the current plan, gain per unit of
+             cost), a bisection over the ranked list when growth stalls, then the float
+             layers the target does not need are pruned (costliest first). --start pattern
+             starts from the known-head pattern (the reference's shape_pattern_qtable: ops
+             after the last activation, e.g. the YOLO decode tail) and shows how much of it
+             the target needs. The trial list says why each layer was kept or reverted.
 differences from the reference (deliberate): the outputs are compared with the F32 model, not
   an F16-lowered one; the printed "mix model outputs_cos" is that of the final mixed model; the
   loss table lists every candidate layer (those the walk did not test are named in its header);
@@ -65,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", default="reference", choices=SEARCH_METHODS,
                    help="search algorithm (default reference)")
     p.add_argument("--time_budget", type=float,
-                   help="greedy: stop after this many seconds with the best table found so far")
+                   help="greedy, sensitivity: stop after this many seconds with the best table "
+                        "found so far")
+    p.add_argument("--start", choices=("int8", "pattern"), default=None,
+                   help="sensitivity search: start from all-INT8 (default) or from the "
+                        "known-head pattern")
     p.add_argument("--max_float_layers", type=int,
                    help="reference search: stop once more than this many layers are float "
                         "(default a quarter of the ops; the last trial may pass it, as in the "
@@ -112,7 +125,7 @@ def _main(argv: Sequence[str] | None) -> int:
     result = s.search_qtable(expected, min_layer, method=args.search, samples=args.input_num,
                              compare_layers=args.global_compare_layers or None,
                              time_budget=args.time_budget, low_memory=True,
-                             max_float=args.max_float_layers)
+                             max_float=args.max_float_layers, start=args.start)
     table = result.loss_table
     print("\n".join(loss_rows(table)))
     print(f"int8 outputs_cos:{reference_cos(result.int8_cos):.6f} old")
@@ -132,9 +145,15 @@ def _main(argv: Sequence[str] | None) -> int:
         write_qtable(args.quantize_table, result.qtable, chip=args.chip,
                      mix_mode=result.float_mode, sample_number=result.samples, group=files)
     print(f"Output mix quantization table to {args.quantize_table}")
-    if args.search == "greedy":
+    if args.search != "reference":
         print("curve (float layers: output cos, 0.5+0.5*cos): " + ", ".join(
             f"{p.floats}: {reference_cos(p.cos):.6f}" for p in result.curve))
+    if result.pattern:
+        kept = [op for op in result.pattern if op in result.qtable]
+        print(f"head pattern: started from its {len(result.pattern)} layer(s); the target "
+              f"needs {len(kept)} of them")
+    if result.next_step:
+        print(result.next_step)
     print(f"total time:{time.perf_counter() - start:.0f} second")
     return 0
 

@@ -84,7 +84,7 @@ def test_reference_reverts_a_trial_worse_than_int8(tmp_path):
     result = reference_search(space, expected_cos=0.99999999, min_layer_cos=0.99999999)
     # F16 overflows on g: the trial scores 0 (a NaN output) and is reverted
     assert [(t.layer, t.cos, t.decision) for t in result.trials] == \
-        [("g_Conv", 0.0, "reverted: worse than INT8")]
+        [("g_Conv", 0.0, f"reverted: outputs 0.000000 < INT8 {result.int8_cos:.6f}")]
     assert len(result.qtable) == 0 and result.mix_cos == result.int8_cos > 0.999
 
 
