@@ -485,8 +485,8 @@ def plot(session: Session, args: argparse.Namespace) -> Result:
     if args.kind == "cos":
         from .plots.search import cosine_figure
         check = session.check(own=True)
-        used = {name: session.thresholds_used.get(name, DEFAULT_COS) if typed is None
-                else _true(session, typed, name)
+        used = {name: session.thresholds_used.get(name, _true(session, DEFAULT_COS, name))
+                if typed is None else _true(session, typed, name)
                 for name, typed in (("min_layer_cos", args.min_layer_cos),
                                     ("expected_cos", args.expected_cos))}
         figure = cosine_figure(check, **used)

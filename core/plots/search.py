@@ -51,20 +51,24 @@ def cosine_figure(check: Any, *, min_layer_cos: float | None = None,
     fig = Figure(figsize=(max(6.0, 0.28 * len(names) + 2), 4.6), layout="constrained")
     ax = fig.subplots()
     colors = [INT8_COLOR if check.modes.get(n) == "INT8" else FLOAT_COLOR for n in names]
-    ax.bar(range(len(names)), errors, color=colors, bottom=0)
     from matplotlib.patches import Patch
     handles = [Patch(color=INT8_COLOR, label="INT8 layer"), Patch(color=FLOAT_COLOR, label="float layer")]
-    if check.own:
-        own = [_error(shown(check.own[n])) for n in names]
-        handles += ax.plot(range(len(names)), own, "o", color=OWN_COLOR, markersize=3,
-                           label="own error (inputs from F32)")
     min_layer_cos = check.min_layer_cos if min_layer_cos is None else min_layer_cos
-    for value, label, style in ((min_layer_cos, "min_layer_cos", "--"),
-                                (expected_cos, "expected_cos (outputs)", ":")):
-        if value is not None:
-            handles.append(ax.axhline(_error(shown(value)), color=THRESHOLD_COLOR, linestyle=style,
-                                      linewidth=1.5, label=f"{label} {shown(value):.6f}"))
+    lines = [(v, label, style) for v, label, style in ((min_layer_cos, "min_layer_cos", "--"),
+             (expected_cos, "expected_cos (outputs)", ":")) if v is not None]
+    # the axis spans the bars and thresholds; a smaller own error (a float layer's is ~0) sits
+    # on the bottom edge instead of stretching the axis over decades nobody reads
+    bottom = min(errors + [_error(shown(v)) for v, _, _ in lines]) / 4
+    ax.bar(range(len(names)), [e - bottom for e in errors], bottom=bottom, color=colors)
+    if check.own:
+        own = [max(_error(shown(check.own[n])), bottom) for n in names]
+        handles += ax.plot(range(len(names)), own, "o", color=OWN_COLOR, markersize=3,
+                           clip_on=False, label="own error (inputs from F32; at the bottom: below the axis)")
+    for value, label, style in lines:
+        handles.append(ax.axhline(_error(shown(value)), color=THRESHOLD_COLOR, linestyle=style,
+                                  linewidth=1.5, label=f"{label} {shown(value):.6f}"))
     ax.set_yscale("log")
+    ax.set_ylim(bottom, 1.5 * max(errors + [_error(shown(v)) for v, _, _ in lines]))
     _cos_ticks(ax)
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_xlim(-0.6, len(names) - 0.4)
@@ -73,7 +77,7 @@ def cosine_figure(check: Any, *, min_layer_cos: float | None = None,
     outs = ", ".join(f"{t} {shown(c):.6f}" for t, c in check.outputs.items())
     ax.set_title(f"per-layer {scale} on {check.samples} sample(s), each the mean over the samples;"
                  f"\noutputs: {outs}", fontsize=8)
-    fig.legend(handles=handles, fontsize=7, loc="outside right upper")
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=3)
     return fig
 
 
@@ -140,7 +144,7 @@ def search_curve_figure(result: Any, scale: str = "true"):
     by_macs.set_xlabel(f"MMACs in {result.float_mode} per sample")
     unit = "0.5+0.5*cos" if scale == "reference" else "cosine"
     by_count.set_ylabel(f"output {unit} (mean over outputs and samples)")
-    fig.legend(fontsize=7, loc="outside right upper")
+    fig.legend(fontsize=7, loc="outside lower center", ncols=5)
     fig.suptitle(f"{result.method} search on {result.samples} sample(s): {result.reason}; "
                  f"final {shown(result.mix_cos):.6f} with {len(result.qtable)} layer(s)",
                  fontsize=9)
