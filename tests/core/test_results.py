@@ -43,3 +43,13 @@ def test_figure_shows_inline_as_png():
     assert png.startswith(b"\x89PNG")
     assert '<img src="data:image/png;base64,' in m._repr_html_()
     assert str(m) == "two bars"
+
+
+def test_a_figure_is_embedded_once_in_what_jupyter_stores():
+    from IPython.core.formatters import DisplayFormatter
+    from matplotlib.figure import Figure
+    fig = Figure()
+    fig.add_subplot().bar([0, 1], [1, 2])
+    data, _ = DisplayFormatter().format(Message("two bars", figure=fig))
+    assert "image/png" not in data and data["text/plain"] == "two bars"
+    assert sum(v.count("data:image/png;base64,") for v in data.values() if isinstance(v, str)) == 1

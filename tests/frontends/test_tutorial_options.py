@@ -135,3 +135,15 @@ def test_bare_qtable_and_positional_detect_parse_alike():
     assert p.parse_args([]).action is None
     a, b = build_parser("detect").parse_args(["x.jpg"]), build_parser("detect").parse_args(["--input", "x.jpg"])
     assert isinstance(a, argparse.Namespace) and (a.image, b.image_flag) == ("x.jpg", "x.jpg")
+
+
+def test_ctrl_c_in_a_magic_prints_one_line_and_keeps_the_session(ip, workdir, data):
+    from shelldrive import run_magic
+
+    def interrupt(task, done, total):
+        if done == 1:
+            raise KeyboardInterrupt
+    run_magic(ip, "load tiny.onnx")
+    ip.user_ns["tpu"].progress = interrupt
+    assert run_magic(ip, "calibrate --dataset data") == [INTERRUPTED]
+    assert ip.user_ns["tpu"].calibration is None and ip.user_ns["tpu"].history == ["load tiny.onnx"]
