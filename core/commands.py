@@ -31,7 +31,7 @@ from .options import parse_floats, parse_names, parse_shapes, parse_tolerance
 from .results import Column, Message, Result, Table
 from .search import SEARCH_METHODS
 from .search.precision import select_ops
-from .session import Session
+from .session import FP_TYPES, Session
 
 # layer_then_mode: layers, and the precisions once a layer is typed (set_precision)
 COMPLETION_KINDS = ("path", "layer", "layer_then_mode", "setting", "setting_value")
@@ -94,26 +94,53 @@ def execute(session: Session, name: str, args: argparse.Namespace, line: str = "
     return result
 
 
+INTERRUPTED = "interrupted: nothing changed"   # what both front ends print after Ctrl-C
+
+
 @dataclass
 class Outcome:
-    """What a front end renders: the result, or the domain error, plus the warnings issued."""
+    """What a front end renders: the result, or the domain error, plus the warnings issued;
+    `interrupted` when Ctrl-C stopped the command (the session is then as it was before)."""
 
     result: Result | None
     error: TpuError | None
     warnings: list[str]
+    interrupted: bool = False
+
+
+def _snapshot(session: Session) -> Callable[[], None]:
+    """A function that puts the session back as it is now: its attributes, settings, undo stacks
+    and journal (a command replaces tables and qtables, it does not edit them in place)."""
+    state, settings = dict(vars(session)), dict(vars(session.settings))
+    done, undone, history = list(session.edits.done), list(session.edits.undone), list(session.history)
+
+    def restore() -> None:
+        vars(session).clear()
+        vars(session).update(state)
+        vars(session.settings).update(settings)
+        session.edits.done[:], session.edits.undone[:], session.history[:] = done, undone, history
+    return restore
 
 
 def attempt(session: Session, name: str, args: argparse.Namespace, line: str = "") -> Outcome:
     """`execute` for front ends: TpuError and warnings are captured instead of raised or printed;
-    OS, decoding and memory errors become one TpuError line naming the file."""
+    OS, decoding and memory errors become one TpuError line naming the file. A command that
+    fails or is interrupted (Ctrl-C) leaves the session as it was."""
+    restore = _snapshot(session)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             result, error = execute(session, name, args, line), None
         except TpuError as e:
+            restore()
             result, error = None, e
         except SYSTEM_ERRORS as e:
+            restore()
             result, error = None, SystemFileError.wrap(e)
+        except KeyboardInterrupt:
+            restore()
+            session._working = None      # an interrupted search may have left its evaluator mid-way
+            return Outcome(None, None, [str(w.message) for w in caught], interrupted=True)
     return Outcome(result, error, [str(w.message) for w in caught])
 
 
@@ -133,6 +160,27 @@ def _arg(parser: argparse.ArgumentParser, *flags: str, complete: str | None = No
     return action
 
 
+def _positional_or_flag(p: argparse.ArgumentParser, dest: str, flag: str, *, complete: str | None,
+                        help: str, metavar: str | None = None) -> None:
+    """A positional that the tutorial's tool names as an option: `load X` = `load --model_def X`."""
+    metavar = metavar or dest.upper()
+    _arg(p, dest, nargs="?", metavar=metavar, complete=complete, help=f"{help} (or {flag} {metavar})")
+    _arg(p, flag, dest=f"{dest}_flag", metavar=metavar, complete=complete,
+         help=f"the same as {metavar}, as the tutorial's tool names it")
+
+
+def _either(args: argparse.Namespace, dest: str, flag: str, command: str, *,
+            required: bool = True) -> str | None:
+    """The value of a `_positional_or_flag` argument; OptionError when missing or given twice."""
+    given, flagged = getattr(args, dest, None), getattr(args, f"{dest}_flag", None)
+    if given and flagged and given != flagged:
+        raise OptionError(f"{command}: {dest.upper()} '{given}' and {flag} '{flagged}' differ; give one")
+    if required and not (given or flagged):
+        raise OptionError(f"{command} needs {dest.upper()}: `{command} {dest.upper()}` or "
+                          f"`{command} {flag} {dest.upper()}`")
+    return given or flagged
+
+
 def _shape(shape: Any) -> str:
     return "x".join(str(d) for d in shape) if shape is not None else "?"
 
@@ -142,8 +190,8 @@ PREPROCESS_LIST_OPTIONS = ("mean", "scale")
 
 
 def _load_args(p: argparse.ArgumentParser) -> None:
-    _arg(p, "model", complete="path", help="model file: .onnx, darknet .cfg (weights in "
-         "--model_data) or our .mlir")
+    _positional_or_flag(p, "model", "--model_def", complete="path", help="model file: .onnx, "
+                        "darknet .cfg (weights in --model_data) or our .mlir")
     _arg(p, "--model_data", complete="path", help="darknet .weights for a .cfg model")
     p.add_argument("--model_name", "--name", dest="name", help="model name (default: file name)")
     p.add_argument("--input_shapes", help="input shapes, e.g. [[1,3,416,416]]")
@@ -171,7 +219,8 @@ def load(session: Session, args: argparse.Namespace) -> Result:
         preprocess[key] = parse_floats(value, f"--{key}") if value is not None else None
     if args.resize_dims is not None:
         preprocess["resize_dims"] = [int(v) for v in parse_floats(args.resize_dims, "--resize_dims")]
-    graph = session.load(args.model, model_data=args.model_data, name=args.name,
+    graph = session.load(_either(args, "model", "--model_def", "load"), model_data=args.model_data,
+                         name=args.name,
                          input_shapes=parse_shapes(args.input_shapes) if args.input_shapes else None,
                          output_names=parse_names(args.output_names) or None, **preprocess)
     if args.mlir:
@@ -305,6 +354,9 @@ def _check_qtable_on(session: Session, chip: str) -> None:
                           f"({e}); set those layers to a mode {chip} has first") from None
 
 
+WORKSPACE_EXT = ".tpw"   # added by `save NAME` when the name has no extension
+
+
 def _path_arg(help_text: str) -> Callable[[argparse.ArgumentParser], None]:
     return lambda p: _arg(p, "path", complete="path", help=help_text)
 
@@ -313,7 +365,8 @@ def _path_arg(help_text: str) -> Callable[[argparse.ArgumentParser], None]:
 def save(session: Session, args: argparse.Namespace) -> Result:
     """Save the workspace (model reference, settings, tables, qtable, journal) to a file."""
     from .workspace import save_workspace
-    return Message(f"saved workspace to {save_workspace(session, args.path)}")
+    path = args.path if os.path.splitext(args.path)[1] else args.path + WORKSPACE_EXT
+    return Message(f"saved workspace to {save_workspace(session, path)}")
 
 
 @command("open", _path_arg("workspace file to open (.tpw)"), category="workspace")
@@ -380,7 +433,7 @@ def journal(session: Session, args: argparse.Namespace) -> Result:
 
 # ---- detection -----------------------------------------------------------------------------------
 def _detect_args(p: argparse.ArgumentParser) -> None:
-    _arg(p, "image", complete="path", help="image to detect objects in")
+    _positional_or_flag(p, "image", "--input", complete="path", help="image to detect objects in")
     p.add_argument("--model", default="f32",
                    help="f32 (the loaded model), int8, mixed (the session's plans), or a model file")
     p.add_argument("--compare", metavar="MODELS",
@@ -414,7 +467,7 @@ def _box_text(box) -> str:
 def detect(session: Session, args: argparse.Namespace) -> Result:
     """Detect objects (YOLO) in an image with one model, or compare models side by side."""
     from .vision.yolo import read_class_names
-    image = args.image
+    image = _either(args, "image", "--input", "detect")
     thresholds = {"score_thres": args.score_thres, "iou_thres": args.iou_thres,
                   "names": read_class_names(args.class_names) if args.class_names else None}
     if args.compare:
@@ -440,8 +493,10 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
     c = kinds.add_parser("cos", help="per-layer cosines to F32 as bars, thresholds drawn",
                          description="Per-layer cosines to F32 as bars (float layers highlighted), "
                          "each layer's own error as dots, the thresholds as lines.")
-    _cos_arg(c, "--min_layer_cos", 0.99, "draw this layer threshold")
-    _cos_arg(c, "--expected_cos", 0.99, "draw this output target")
+    _cos_arg(c, "--min_layer_cos", None, "draw this layer threshold; default: the last `cos` or "
+             "search's, else 0.99")
+    _cos_arg(c, "--expected_cos", None, "draw this output target; default: the last search's, "
+             "else 0.99")
     _arg(c, "-o", "--output", complete="path", help="also save the figure here (.png, .svg, .pdf)")
     h = kinds.add_parser("histogram", help="a tensor's |x| histogram with min, max and thresholds",
                          description="A tensor's |x| histogram from the last calibration, with its "
@@ -465,9 +520,11 @@ def plot(session: Session, args: argparse.Namespace) -> Result:
     if args.kind == "cos":
         from .plots.search import cosine_figure
         check = session.check(own=True)
-        figure = cosine_figure(
-            check, min_layer_cos=_true(session, args.min_layer_cos, "min_layer_cos"),
-            expected_cos=_true(session, args.expected_cos, "expected_cos"))
+        used = {name: session.thresholds_used.get(name, _true(session, DEFAULT_COS, name))
+                if typed is None else _true(session, typed, name)
+                for name, typed in (("min_layer_cos", args.min_layer_cos),
+                                    ("expected_cos", args.expected_cos))}
+        figure = cosine_figure(check, **used)
         result = Message(f"cosines of {len(check.layers)} layers on {check.samples} sample(s)",
                          data=check, figure=figure)
     elif args.kind == "histogram":
@@ -491,9 +548,49 @@ def _saved(result: Result, path: str | None) -> Result:
 
 
 # ---- quantization tables -------------------------------------------------------------------------
+def _tool_state_args(p: argparse.ArgumentParser, *, qtable: bool = False, data: bool = False) -> None:
+    """The tutorial tools' options that name the session's state: a chip, float type, tables and
+    data given on the command line are set / loaded for the session (`_apply_tool_state`)."""
+    from .quant.chips import CHIP_NAMES
+    p.add_argument("--chip", "--processor", dest="chip", type=str.lower, choices=CHIP_NAMES,
+                   help="set the session's chip first (the `chip` setting)")
+    p.add_argument("--fp_type", choices=FP_TYPES, help="set the float type of float layers first "
+                   "(the `fp_type` setting)")
+    _arg(p, "--calibration_table", complete="path",
+         help="load this calibration table into the session first (as `calibrate --table`)")
+    if qtable:
+        _arg(p, "--quantize_table", complete="path",
+             help="load this qtable into the session first (as `qtable load`)")
+    if data:
+        _arg(p, "--dataset", complete="path", help="use this folder as the sample data (as `data`)")
+        _arg(p, "--data_list", complete="path", help="file listing the samples (as `data --data_list`)")
+
+
+def _apply_tool_state(session: Session, args: argparse.Namespace) -> list[str]:
+    """Set / load what `_tool_state_args` named, in the order a later one needs; lines saying so."""
+    said = []
+    for name in ("chip", "fp_type"):
+        value = getattr(args, name, None)
+        if value is not None and value != getattr(session.settings, name):
+            if name == "chip" and session.graph is not None and len(session.qtable):
+                _check_qtable_on(session, value)
+            session.settings.set(name, value)
+            said.append(f"{name} = {value} (from --{name})")
+    if getattr(args, "calibration_table", None):
+        table = session.load_calibration(args.calibration_table)
+        said.append(f"loaded calibration table {args.calibration_table} ({len(table)} tensors)")
+    if getattr(args, "quantize_table", None):
+        q = session.load_qtable(args.quantize_table)
+        said.append(f"loaded qtable {args.quantize_table}: {len(q)} layer(s) ({_qtable_summary(q)})")
+    if getattr(args, "dataset", None) or getattr(args, "data_list", None):
+        session.use_data(args.dataset, data_list=args.data_list)
+        said.append(f"sample data: {args.dataset or args.data_list}")
+    return said
+
+
 def _qtable_args(p: argparse.ArgumentParser) -> None:
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True,
-                               help="show, load, save, search or diff")
+    actions = p.add_subparsers(dest="action", metavar="ACTION",
+                               help="show (the default), load, save, search or diff")
     actions.add_parser("show", help="the layers the qtable keeps out of INT8",
                        description="The layers the qtable keeps out of INT8.")
     load_p = actions.add_parser("load", help="read a qtable file (the reference's format)",
@@ -505,23 +602,37 @@ def _qtable_args(p: argparse.ArgumentParser) -> None:
     search = actions.add_parser("search", help="search the layers to keep in float (run_qtable)",
                                 description="Search the layers to keep in float so the outputs reach "
                                 "the target cosine; the result becomes the qtable (undo reverts it).")
-    _cos_arg(search, "--expected_cos", 0.99, "target output cosine")
-    _cos_arg(search, "--min_layer_cos", 0.99, "layers below this cosine are tried in float first")
-    search.add_argument("--method", default="reference", choices=SEARCH_METHODS,
+    _cos_arg(search, "--expected_cos", DEFAULT_COS, "target output cosine")
+    _cos_arg(search, "--min_layer_cos", DEFAULT_COS, "layers below this cosine are tried in float first")
+    search.add_argument("--method", "--search", dest="method", default="reference",
+                        choices=SEARCH_METHODS,
                         help="reference: the tutorial's run_qtable walk; greedy: fewer float "
                         "layers; sensitivity: reaches any target the all-float plan reaches")
     search.add_argument("--start", choices=("int8", "pattern"), default=None,
                         help="sensitivity: start from all-INT8 (default) or the known-head pattern")
-    search.add_argument("--samples", type=int, help="samples to search on (default: the setting)")
+    search.add_argument("--samples", "--input_num", dest="samples", type=int,
+                        help="samples to search on (default: the `samples` setting)")
     search.add_argument("--time_budget", type=float, help="seconds; keep the best qtable found by then")
+    search.add_argument("--max_float_layers", type=int, help="at most this many float layers "
+                        "(reference walk default: a quarter of the ops)")
+    search.add_argument("--global_compare_layers", help="compare these layers instead of the "
+                        "outputs: 'a,b' or 'a:0.3,b:0.7'")
+    _tool_state_args(search, data=True)
+    _arg(search, "-o", "--quantize_table", dest="output", complete="path",
+         help="also write the found qtable here (run_qtable's -o)")
+    _arg(search, "--loss_table", complete="path", help="also write the loss table here")
     diff = actions.add_parser("diff", help="layers whose precision differs between two qtables",
                               description="Layers whose precision differs between two qtables.")
     _arg(diff, "a", nargs="?", complete="path", help="a qtable file (the current qtable if omitted)")
     _arg(diff, "b", nargs="?", complete="path", help="another qtable file (the current qtable if omitted)")
 
 
-def _cos_arg(p: argparse.ArgumentParser, flag: str, default: float, what: str) -> None:
-    p.add_argument(flag, type=float, default=default, help=f"{what} (default {default}), in the "
+DEFAULT_COS = 0.99    # the tools' default --expected_cos and --min_layer_cos
+
+
+def _cos_arg(p: argparse.ArgumentParser, flag: str, default: float | None, what: str) -> None:
+    shown = f" (default {default})" if default is not None else ""
+    p.add_argument(flag, type=float, default=default, help=f"{what}{shown}, in the "
                    "`cosine_scale` setting's scale: true cosine, or the reference's 0.5+0.5*cos")
 
 
@@ -552,14 +663,7 @@ def qtable(session: Session, args: argparse.Namespace) -> Result:
         q = session.load_qtable(args.path)
         return Message(f"loaded {args.path}: {len(q)} layer(s) ({_qtable_summary(q)})", data=q)
     if args.action == "search":
-        from .plots.search import search_curve_figure
-        found = session.search_qtable(_true(session, args.expected_cos, "expected_cos"),
-                                      _true(session, args.min_layer_cos, "min_layer_cos"),
-                                      method=args.method, samples=args.samples,
-                                      time_budget=args.time_budget,
-                                      **({"start": args.start} if args.start else {}))
-        return Message(str(found), data=found,
-                       figure=search_curve_figure(found, session.settings.cosine_scale))
+        return _search(session, args)
     if args.action == "diff":
         return Message(str(session.diff_qtables(args.a, args.b)))
     q = session.qtable
@@ -568,19 +672,59 @@ def qtable(session: Session, args: argparse.Namespace) -> Result:
     model = session.model
     rows = [[model.position(n) if model.has_node(n) else None, n,
              model.node(n).op_type if model.has_node(n) else None, m] for n, m in q.items()]
+    rows.sort(key=lambda r: (r[0] is None, r[0] or 0))    # model order; names the model lacks last
     return Table(f"qtable: {len(q)} layer(s) ({_qtable_summary(q)})", ["#", "layer", "type", "mode"],
                  rows, data=q)
+
+
+def _search(session: Session, args: argparse.Namespace) -> Result:
+    """`qtable search`: the named state set first, the search, then the files asked for."""
+    from .calibration.tables import write_loss_table
+    from .plots.search import search_curve_figure
+    said = _apply_tool_state(session, args)
+    _need_calibration(session)
+    scale = session.settings.cosine_scale
+    found = session.search_qtable(_true(session, args.expected_cos, "expected_cos"),
+                                  _true(session, args.min_layer_cos, "min_layer_cos"),
+                                  method=args.method, samples=args.samples,
+                                  time_budget=args.time_budget, max_float=args.max_float_layers,
+                                  compare_layers=args.global_compare_layers,
+                                  **({"start": args.start} if args.start else {}))
+    session.thresholds_used.update(expected_cos=found.expected_cos, **(
+        {"min_layer_cos": found.min_layer_cos} if found.min_layer_cos is not None else {}))
+    if args.output:
+        said.append(f"saved the qtable to {session.save_qtable(args.output)}")
+    if args.loss_table:
+        write_loss_table(args.loss_table, found.loss_table, chip=session.settings.chip)
+        said.append(f"saved the loss table to {args.loss_table}")
+    return Message("\n".join(said + [found.text(scale)]), data=found,
+                   figure=search_curve_figure(found, scale))
 
 
 # ---- deploy --------------------------------------------------------------------------------------
 QUANTIZE_MODES = ("INT8", "F16", "BF16", "F32")
 
 
+def quantize_mode(text: str) -> str:
+    """argparse type of a precision: upper-cased, and 'did you mean F16' for FP16 and the like."""
+    from .quant.chips import suggest_mode
+    mode = text.upper()
+    if mode not in QUANTIZE_MODES:
+        raise argparse.ArgumentTypeError(f"'{text}' is no precision{suggest_mode(mode)}; choose "
+                                         f"from {', '.join(QUANTIZE_MODES)}")
+    return mode
+
+
 def _deploy_args(p: argparse.ArgumentParser) -> None:
-    _arg(p, "model", complete="path", help="model file to write: .bmodel/.cvimodel/.tpsm (tpushell's "
-         "simulator container) or .onnx (QDQ ONNX for onnxruntime)")
-    p.add_argument("--quantize", default="INT8", type=str.upper, choices=QUANTIZE_MODES,
+    _positional_or_flag(p, "model", "--model", complete="path", help="model file to write: "
+                        ".bmodel/.cvimodel/.tpsm (tpushell's simulator container) or .onnx (QDQ ONNX "
+                        "for onnxruntime)")
+    p.add_argument("--quantize", default="INT8", type=quantize_mode, choices=QUANTIZE_MODES,
                    help="precision of the whole model; the qtable overrides it per layer")
+    _arg(p, "--mlir", complete="path", help="the model to deploy: loaded first unless it is the "
+         "loaded one (model_deploy's --mlir)")
+    _tool_state_args(p, qtable=True)
+    p.add_argument("--asymmetric", action="store_true", help="asymmetric INT8 (zero points)")
     _arg(p, "--test_input", complete="path", help="image or npz to validate the model on")
     _arg(p, "--test_reference", complete="path", help="npz of reference tensors (default: the F32 model)")
     p.add_argument("--tolerance", help="minimum cosine,euclidean similarity, e.g. 0.99,0.90")
@@ -592,7 +736,13 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
 def deploy(session: Session, args: argparse.Namespace) -> Result:
     """Write the quantized model (the current plan: chip, calibration, qtable) to a file."""
     from .quant.lowering import needs_calibration
+    path = _either(args, "model", "--model", "deploy")
+    said = []
+    if args.mlir and (session.graph is None or
+                      session.load_options.get("model") != os.path.abspath(args.mlir)):
+        said.append(f"loaded {args.mlir}: {len(session.load(args.mlir).nodes)} ops")
     _ = session.model                          # "no model loaded; load one first" before all else
+    said += _apply_tool_state(session, args)
     if needs_calibration(args.quantize, session.qtable) and getattr(session, "calibration", None) is None:
         raise StateError(f"deploy --quantize {args.quantize} has INT8 layers, which need a calibration "
                          "table: calibrate first (or deploy --quantize F16)")
@@ -600,15 +750,19 @@ def deploy(session: Session, args: argparse.Namespace) -> Result:
                "compare_all": args.compare_all, "excepts": parse_names(args.excepts)}
     if args.tolerance:
         options["tolerance"] = parse_tolerance(args.tolerance)
-    result = session.deploy(args.model, quantize=args.quantize, **options)
-    return Message(str(result), data=result)
+    result = session.deploy(path, quantize=args.quantize, asymmetric=args.asymmetric, **options)
+    return Message("\n".join(said + [str(result)]), data=result)
 
 
 # ---- calibration ---------------------------------------------------------------------------------
 
 
+CALIBRATE_SHOWN = 10     # rows of the new table printed; `layers` lists every threshold
+
+
 def _calibrate_args(p: argparse.ArgumentParser) -> None:
-    _arg(p, "dataset", nargs="?", complete="path", help="folder of images / npz / npy samples")
+    _positional_or_flag(p, "dataset", "--dataset", complete="path",
+                        help="folder of images / npz / npy samples")
     _arg(p, "--data_list", complete="path", help="file listing one sample per line (instead of a folder)")
     p.add_argument("--input_num", type=int, default=0, help="use the first N samples (0: all)")
     p.add_argument("--cali_method", default="kl", choices=CALI_METHODS, help="threshold method")
@@ -621,7 +775,8 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
                    help="keep every method's statistics, for `plot histogram` (slower)")
     _arg(p, "--table", complete="path", help="read the thresholds from this calibration table instead "
          "of computing them (a dataset, if given, is still the sample data for cos and search)")
-    _arg(p, "-o", "--output", complete="path", help="also write the table (the reference's format)")
+    _arg(p, "-o", "--output", "--calibration_table", dest="output", complete="path",
+         help="also write the table (the reference's format; run_calibration's -o)")
 
 
 @command("calibrate", _calibrate_args, category="quantization", records=True)
@@ -629,6 +784,7 @@ def calibrate(session: Session, args: argparse.Namespace) -> Result:
     """Calibrate INT8 thresholds on a dataset (run_calibration), or load a calibration table."""
     if args.output:
         check_writable(args.output, "-o")   # before the calibration, not after it
+    args.dataset = _either(args, "dataset", "--dataset", "calibrate", required=False)
     if args.table:
         table = session.load_calibration(args.table)
         title = f"calibration table {args.table}: {len(table)} tensors"
@@ -646,8 +802,11 @@ def calibrate(session: Session, args: argparse.Namespace) -> Result:
     if args.output:
         notes.append(f"saved {session.save_calibration(args.output)}")
     rows = [[name, r.threshold, r.min, r.max] for name, r in table.rows.items()]
-    return Table(title, ["tensor", Column("threshold", F6), Column("min", F6), Column("max", F6)], rows,
-                 notes=notes, data=table)
+    if len(rows) > CALIBRATE_SHOWN:
+        notes.insert(0, f"... {len(rows) - CALIBRATE_SHOWN} more: `layers` lists every threshold, "
+                        "`plot calibration` draws them")
+    return Table(title, ["tensor", Column("threshold", F6), Column("min", F6), Column("max", F6)],
+                 rows[:CALIBRATE_SHOWN], notes=notes, data=table)
 
 
 # ---- mixed precision: edit, re-check, undo -------------------------------------------------------
@@ -669,6 +828,8 @@ def set_precision(session: Session, args: argparse.Namespace) -> Result:
                           f"`set_precision {' '.join(args.layers[1:] + [args.mode])} "
                           f"{args.layers[0].upper()}`")
     edit = session.set_precision(args.layers, mode)
+    if not edit.changed:
+        return Message(f"{edit.what}: no layer changed (nothing to undo)", data=edit)
     return Message(str(edit), data=edit)
 
 
@@ -677,16 +838,29 @@ def _cos_args(p: argparse.ArgumentParser) -> None:
          help="only these layers (names, globs, op types); all by default")
     p.add_argument("--own", action="store_true",
                    help="also each layer's own error (its inputs taken from F32)")
-    _cos_arg(p, "--min_layer_cos", 0.99, "mark layers below this cosine")
+    _cos_arg(p, "--min_layer_cos", DEFAULT_COS, "mark layers below this cosine")
     p.add_argument("--sort", choices=("order", "cos"), default="order",
                    help="rows in model order (default) or worst cosine first")
+
+
+def _need_calibration(session: Session) -> None:
+    """StateError saying what to do when the plan has INT8 layers and nothing calibrated them
+    (the lowering would list every tensor that lacks a threshold instead)."""
+    from .quant.lowering import needs_calibration
+    from .session import NO_CALIBRATION
+    _ = session.model
+    if session.calibration is None and needs_calibration("INT8", session.qtable):
+        raise StateError(NO_CALIBRATION)
 
 
 @command("cos", _cos_args, category="quantization")
 def cos(session: Session, args: argparse.Namespace) -> Result:
     """Re-check the current plan: output and per-layer cosines to F32 (only changes recomputed)."""
+    if session.dataset or session.data_list:     # without data, the data is what to give first
+        _need_calibration(session)
     check = session.check(own=args.own, layers=args.layers or None,
                           min_layer_cos=_true(session, args.min_layer_cos, "min_layer_cos"))
+    session.thresholds_used["min_layer_cos"] = check.min_layer_cos
     head = str(check).splitlines()[0]
     outputs = [f"output {t} {check.shown(c):.6f}" for t, c in check.outputs.items()]
     order = list(check.layers)

@@ -1,5 +1,8 @@
 """Progress reporting: core calls one callback; front ends draw a bar, tests stay quiet.
 
+A callback that has a `finish(task)` method is told when a task ends (also when it is interrupted),
+so that its bar closes; tpushell/progressbar.py draws the bars with tqdm.
+
     def show(task, done, total): ...
     with Progress(show, "calibration", total=100) as p:
         for item in items:
@@ -24,7 +27,9 @@ class Progress:
         return self
 
     def __exit__(self, *exc) -> None:
-        return None
+        finish = getattr(self.callback, "finish", None)
+        if finish is not None:
+            finish(self.task)
 
     def advance(self, n: int = 1) -> None:
         self.done += n

@@ -49,12 +49,15 @@ class Result:
 
     def _repr_html_(self) -> str:
         body = self.html()
-        png = self._repr_png_()
+        png = self.png()
         if png is not None:
             body += f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
         return body
 
-    def _repr_png_(self) -> bytes | None:
+    # No `_repr_png_`: Jupyter would store the figure a second time beside the HTML (which must
+    # hold it, or the frontends, which show the HTML, would not show the figure).
+    def png(self) -> bytes | None:
+        """The figure as PNG bytes (None without a figure)."""
         if self.figure is None:
             return None
         buf = io.BytesIO()

@@ -87,6 +87,7 @@ class Session:
         self._sensitivity: dict[tuple, Any] = {}   # SensitivityTable per working set, float type
         self.calibration: CalibrationTable | None = None   # thresholds per tensor (calibrate / load)
         self.calibration_stats = None            # calibrate.Statistics of the last calibrate()
+        self.thresholds_used: dict[str, float] = {}   # true cosines of the last cos / search (plot cos)
 
     # ---- model ---------------------------------------------------------------------------------
     @property
@@ -159,13 +160,14 @@ class Session:
         tune_steps = DEFAULT_TUNE_STEPS if tune_steps is None else tune_steps
         from .calibration.dataset import select_samples
         samples = select_samples(dataset, data_list, input_num)
-        if self.dataset is None and self.data_list is None:     # checks and searches use it too
-            self.use_data(dataset, data_list=data_list)
         tune = select_samples(data_list=tune_list) if tune_list is not None else None
         table, stats = calibrate_samples(self.model, samples, method=method, tune_samples=tune,
                                          tune_num=tune_num, bins=histogram_bin_num,
                                          tune_steps=tune_steps, all_methods=all_methods,
                                          histogram=histogram, progress=self.progress)
+        # set only after the work (an interrupted calibration changes nothing)
+        if self.dataset is None and self.data_list is None:     # checks and searches use it too
+            self.use_data(dataset, data_list=data_list)
         self.calibration, self.calibration_stats = table, stats
         return table
 
@@ -350,7 +352,10 @@ class Session:
         m = check_mode(get_chip(self.settings.chip), mode, "precision")
         selectors = [layers] if isinstance(layers, str) else list(layers)
         ops = list(dict.fromkeys(op for sel in selectors for op in select_ops(self.model, sel)))
-        return self._edit(with_modes(self.qtable, ops, m), f"set {' '.join(selectors)} {m}")
+        after, what = with_modes(self.qtable, ops, m), f"set {' '.join(selectors)} {m}"
+        if dict(after.modes) == dict(self.qtable.modes):      # no change: not an undo step
+            return Edit(what, self.qtable, self.qtable)
+        return self._edit(after, what)
 
     def _edit(self, qtable: QTable, what: str) -> Edit:
         edit = self.edits.record(self.qtable, qtable, what)

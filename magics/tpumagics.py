@@ -9,7 +9,8 @@
   cells to a file); `%unload_ext tpushell` gives them back.
 - Arguments are split like a shell (shlex), so quoting works as in tpushell: `%load "my model.onnx"`.
 - IPython expands `$var` and `{expr}` in magic lines first: `%infer $image`.
-- Help: `%load?` or `%load -h`. Errors are one-line UsageErrors; the session is left unchanged.
+- Help: `%load?` or `%load -h`. Errors are one-line UsageErrors; the session is left unchanged,
+  as after an interrupt (which prints "interrupted: nothing changed").
 - Tab completes options, subcommands, choices, layer names, settings and paths, as in the shell.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from tpushell.core import Session
 from tpushell.core.commands import (
     COMMANDS,
+    INTERRUPTED,
     QUANTIZE_MODES,
     attempt,
     build_parser,
@@ -100,6 +102,9 @@ class TpuMagics(Magics):
         outcome = attempt(self.session(), name, args, line)
         for w in outcome.warnings:
             print(f"warning: {w}", file=sys.stderr)
+        if outcome.interrupted:          # Ctrl-C / the kernel's interrupt: no traceback
+            print(INTERRUPTED, file=sys.stderr)
+            return None
         if outcome.error is not None:
             raise UsageError(str(outcome.error))
         return outcome.result

@@ -19,8 +19,8 @@ from typing import Iterable, Iterator, Sequence
 import cmd2
 
 from tpushell.core import Session
-from tpushell.core.commands import (COMMANDS, SCRIPT_BUILTINS, attempt, build_parser,
-                                    check_replayable, save_figure)
+from tpushell.core.commands import (COMMANDS, INTERRUPTED, SCRIPT_BUILTINS, attempt,
+                                    build_parser, check_replayable, save_figure)
 from tpushell.core.errors import TpuError, did_you_mean
 from tpushell.core.fileio import FigureFolder, read_text
 from tpushell.core.results import Result
@@ -31,6 +31,10 @@ from .progressbar import ProgressBar
 HISTORY_ENV = "TPUSHELL_HISTORY"   # history file; empty = no persistent history
 DEFAULT_HISTORY = "~/.tpushell_history"
 PROMPT = "(tpu) "
+BANNER = ("tpushell: mixed-precision quantization, the TPU-MLIR tutorial's steps as commands.\n"
+          "Start with `load MODEL.onnx` (model_transform's options work, e.g. --model_def), then\n"
+          "`calibrate DATASET`, `cos`, `qtable search`, `deploy`, `detect`. `help` lists the commands,\n"
+          "`help COMMAND` explains one, Tab completes; `quit` or Ctrl-D leaves.")
 
 
 class ShellParser(cmd2.Cmd2ArgumentParser):
@@ -81,7 +85,9 @@ class TpuShell(cmd2.Cmd):
         self.prompt = PROMPT
         self.plot_dir = plot_dir
         self.failed = False            # set by any error; scripts stop on it
+        self.batch = False             # running a script or -c commands: never ask questions
         self._figures: FigureFolder | None = None
+        self._saved_history: list[str] = list(self.session.history)   # journal at the last save/open
         self.py_locals["tpu"] = self.session
         self.add_settable(cmd2.Settable("plot_dir", str, "folder where plots are saved", self))
         live = LiveSettings(self)
@@ -100,9 +106,14 @@ class TpuShell(cmd2.Cmd):
         outcome = attempt(self.session, name, args, statement.args)
         for w in outcome.warnings:
             self.pwarning(f"warning: {w}")
+        if outcome.interrupted:
+            self.perror(INTERRUPTED, style=None)
+            raise KeyboardInterrupt          # back to the prompt; a script stops
         if outcome.error is not None:
             self.perror(f"error: {outcome.error}")
             return
+        if name in ("save", "open"):
+            self._saved_history = list(self.session.history)
         self.show(outcome.result)
         if name == "set" and args.name is None:
             shell_only = [n for n in self.settables if not self._is_session_setting(n)]
@@ -134,6 +145,29 @@ class TpuShell(cmd2.Cmd):
     def _is_shell_setting(self, name: str | None) -> bool:
         return name is not None and name in self.settables and not self._is_session_setting(name)
 
+    # ---- leaving ----------------------------------------------------------------------------------
+    def unsaved(self) -> int:
+        """How many journal entries (state-changing commands) are not in a saved workspace."""
+        saved, now = self._saved_history, self.session.history
+        if now[:len(saved)] != saved:
+            return len(now)
+        return len(now) - len(saved)
+
+    def do_quit(self, _=None) -> bool:
+        """Exit tpushell; with unsaved work in an interactive session, ask first."""
+        pending = self.unsaved()
+        if pending and not self.batch and sys.stdin.isatty():
+            try:
+                answer = self.read_input(f"{pending} command(s) since the last save are not in a "
+                                         "workspace; quit anyway? [y/N] ")
+            except EOFError:
+                answer = "y"
+            if answer.strip().lower() not in ("y", "yes"):
+                self.poutput("not quitting; `save NAME` keeps the work in NAME.tpw")
+                return False
+        self.last_result = True
+        return True
+
     # ---- errors: one line each, and remembered so that scripts stop ----------------------------
     def perror(self, *objects, style=cmd2.Cmd2Style.ERROR, **kwargs) -> None:
         if style == cmd2.Cmd2Style.ERROR:
@@ -159,6 +193,7 @@ class TpuShell(cmd2.Cmd):
     # ---- batch mode -----------------------------------------------------------------------------
     def run_lines(self, lines: Iterable[tuple[str, str]]) -> int:
         """Run (where, line) pairs, echoing each as `(tpu) line`; 1 at the first error, else 0."""
+        self.batch = True
         for where, line in lines:
             self.poutput(f"{PROMPT}{line}")
             self.failed = False
@@ -228,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         lines += [(f"-c #{i}", c) for i, c in enumerate(args.command, 1)]
         return app.run_lines(lines)
-    return app.cmdloop()
+    return app.cmdloop(intro=BANNER)
 
 
 if __name__ == "__main__":

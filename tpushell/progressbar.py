@@ -1,37 +1,39 @@
-"""A terminal progress bar with an ETA, fed by core's progress callback (task, done, total)."""
+"""Progress bars on tqdm, fed by core's progress callback (task, done, total).
+
+`tqdm.auto` draws a widget in Jupyter and a bar updated in place (carriage return) in a terminal;
+each task (phase) gets its own bar with its rate and ETA, closed when the phase ends.
+"""
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
+
+from tqdm.auto import tqdm
 
 
 class ProgressBar:
-    """Callable progress sink: `Session(progress=ProgressBar())`; draws on stderr when it is a tty,
-    otherwise prints one line at 0%, every 25% and at the end (logs stay readable)."""
+    """Callable progress sink: `Session(progress=ProgressBar())`; one bar per task."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream      # None: tqdm's default, stderr (a widget in Jupyter)
+        self._bar = None
         self._task: str | None = None
-        self._start = 0.0
-        self._last_quarter = -1
 
     def __call__(self, task: str, done: int, total: int) -> None:
-        if task != self._task or done == 0:
-            self._task, self._start, self._last_quarter = task, time.monotonic(), -1
-        total = max(total, 1)
-        frac = min(done / total, 1.0)
-        elapsed = time.monotonic() - self._start
-        eta = elapsed / done * (total - done) if done else 0.0
-        text = (f"{task}: [{'#' * int(frac * self.width):<{self.width}}] {done}/{total} "
-                f"{elapsed:5.1f}s elapsed, ETA {eta:5.1f}s")
-        if self.stream.isatty():
-            self.stream.write("\r" + text + ("\n" if done >= total else ""))
-            self.stream.flush()
-            return
-        quarter = int(frac * 4)
-        if quarter != self._last_quarter or done >= total:
-            self._last_quarter = quarter
-            self.stream.write(text + "\n")
-            self.stream.flush()
+        if self._bar is None or task != self._task or done < self._bar.n:
+            self.finish()
+            self._task = task
+            # the stream is looked up now: the shell and tests swap sys.stderr
+            self._bar = tqdm(total=total, desc=task, unit="step", leave=True, dynamic_ncols=True,
+                             file=self.stream or sys.stderr)
+        if total != self._bar.total:
+            self._bar.total = total
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.finish()
+
+    def finish(self, task: str | None = None) -> None:
+        """Close the open bar (core's Progress calls this when a phase ends, also on Ctrl-C)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar, self._task = None, None

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 GAINED_COLOR = "#1a9850"
 LOST_COLOR = "#d73027"
+LABEL_SIZE = 11        # box labels readable when the figure is shown at notebook width
 
 
 def _box(ax: Any, det: Any, color: Any, style: str, text: str) -> None:
@@ -17,8 +18,8 @@ def _box(ax: Any, det: Any, color: Any, style: str, text: str) -> None:
     x0, y0, x1, y1 = det.box
     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color,
                            linewidth=2, linestyle=style))
-    ax.text(x0, y0, text, color="white", fontsize=7, va="bottom",
-            bbox={"facecolor": color, "edgecolor": "none", "pad": 1, "alpha": 0.8})
+    ax.text(x0, y0, text, color="white", fontsize=LABEL_SIZE, fontweight="bold", va="bottom",
+            bbox={"facecolor": color, "edgecolor": "none", "pad": 2, "alpha": 0.85})
 
 
 def _rgb(class_id: int) -> tuple[float, float, float]:
@@ -29,7 +30,7 @@ def _rgb(class_id: int) -> tuple[float, float, float]:
 def _panel(ax: Any, image: Any, title: str, solid: Sequence[Any], gained: Sequence[Any] = (),
            lost: Sequence[Any] = ()) -> None:
     ax.imshow(image)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=11)
     ax.set_axis_off()
     for det in solid:
         _box(ax, det, _rgb(det.class_id), "-", det.label)
@@ -59,5 +60,5 @@ def detection_figure(comparison: Any):
                  f"gained {len(diff.gained)}" + (f"\nscore drift {drift}" if drift else ""))
         _panel(ax, image, title, [m.other for m in diff.matched], diff.gained, diff.lost)
     fig.suptitle(f"detections on {os.path.basename(comparison.image)} (solid: also found by "
-                 f"{ref}; dashed green: gained; dotted red: lost)", fontsize=9)
+                 f"{ref}; dashed green: gained; dotted red: lost)", fontsize=11)
     return fig

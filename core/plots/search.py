@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..metrics import reference_cos
 
 INT8_COLOR = "#4575b4"
@@ -22,62 +24,127 @@ def _scale(scale: str):
     return reference_cos if scale == "reference" else (lambda c: c)
 
 
+def _error(cos: float) -> float:
+    """1 - cos, kept above zero for the log axis (a layer can match F32 exactly)."""
+    return max(1.0 - cos, 1e-9)
+
+
+def _cos_ticks(ax: Any) -> None:
+    """Label the 1-cos log axis with the cosines themselves (1e-3 reads 0.999)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    ax.yaxis.set_major_locator(LogLocator(base=10))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{1 - v:.{max(0, round(-np.log10(v)))}f}"
+                                               if v < 1 else "0"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def cosine_figure(check: Any, *, min_layer_cos: float | None = None,
                   expected_cos: float | None = None):
-    """Bars of each layer's accumulated cosine to F32 (orange where the layer is not INT8),
-    dots for its own error when the check has them, dashed lines at the thresholds (true
-    cosines given, drawn in the check's scale)."""
+    """Bars of each layer's error to F32 (1 - accumulated cosine, log axis labelled in cosines:
+    taller is worse; orange where the layer is not INT8), dots for its own error when the check
+    has them, the layer threshold dashed and the output target dotted (true cosines given, drawn
+    in the check's scale), the legend outside the bars."""
     from matplotlib.figure import Figure
     shown = _scale(check.scale)
     names = list(check.layers)
-    values = [shown(check.layers[n]) for n in names]
-    fig = Figure(figsize=(max(6.0, 0.28 * len(names) + 2), 4.2), layout="constrained")
+    errors = [_error(shown(check.layers[n])) for n in names]
+    fig = Figure(figsize=(max(6.0, 0.28 * len(names) + 2), 4.6), layout="constrained")
     ax = fig.subplots()
     colors = [INT8_COLOR if check.modes.get(n) == "INT8" else FLOAT_COLOR for n in names]
-    ax.bar(range(len(names)), values, color=colors)
-    low = min(values + [shown(c) for c in check.outputs.values()])
-    if check.own:
-        own = [shown(check.own[n]) for n in names]
-        ax.plot(range(len(names)), own, "o", color=OWN_COLOR, markersize=3,
-                label="own error (inputs from F32)")
-        low = min(low, min(own))
+    from matplotlib.patches import Patch
+    handles = [Patch(color=INT8_COLOR, label="INT8 layer"), Patch(color=FLOAT_COLOR, label="float layer")]
     min_layer_cos = check.min_layer_cos if min_layer_cos is None else min_layer_cos
-    for value, label in ((min_layer_cos, "min_layer_cos"), (expected_cos, "expected_cos")):
-        if value is not None:
-            ax.axhline(shown(value), color=THRESHOLD_COLOR, linestyle="--", linewidth=1,
-                       label=f"{label} {shown(value):.6f}")
-            low = min(low, shown(value))
-    ax.set_ylim(low - (1 - low) * 0.1, 1 + (1 - low) * 0.02)
+    lines = [(v, label, style) for v, label, style in ((min_layer_cos, "min_layer_cos", "--"),
+             (expected_cos, "expected_cos (outputs)", ":")) if v is not None]
+    # the axis spans the bars and thresholds; a smaller own error (a float layer's is ~0) sits
+    # on the bottom edge instead of stretching the axis over decades nobody reads
+    bottom = min(errors + [_error(shown(v)) for v, _, _ in lines]) / 4
+    ax.bar(range(len(names)), [e - bottom for e in errors], bottom=bottom, color=colors)
+    if check.own:
+        own = [max(_error(shown(check.own[n])), bottom) for n in names]
+        handles += ax.plot(range(len(names)), own, "o", color=OWN_COLOR, markersize=3,
+                           clip_on=False, label="own error (inputs from F32; at the bottom: below the axis)")
+    for value, label, style in lines:
+        handles.append(ax.axhline(_error(shown(value)), color=THRESHOLD_COLOR, linestyle=style,
+                                  linewidth=1.5, label=f"{label} {shown(value):.6f}"))
+    ax.set_yscale("log")
+    ax.set_ylim(bottom, 1.5 * max(errors + [_error(shown(v)) for v, _, _ in lines]))
+    _cos_ticks(ax)
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_xlim(-0.6, len(names) - 0.4)
     scale = "0.5+0.5*cos" if check.scale == "reference" else "cosine"
-    ax.set_ylabel(f"{scale} to F32")
+    ax.set_ylabel(f"{scale} to F32 (log of 1 - cos; taller = worse)")
     outs = ", ".join(f"{t} {shown(c):.6f}" for t, c in check.outputs.items())
-    ax.set_title(f"per-layer {scale} on {check.samples} sample(s) (blue INT8, orange float); "
-                 f"outputs: {outs}", fontsize=8)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(f"per-layer {scale} on {check.samples} sample(s), each the mean over the samples;"
+                 f"\noutputs: {outs}", fontsize=8)
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=3)
     return fig
+
+
+def _phases(result: Any) -> list[tuple[str, list[int]]]:
+    """The accepted curve points split into the phases drawn as separate lines: adding float
+    layers, then (greedy) dropping those not needed; each phase starts at the previous one's end."""
+    accepted = [t for t in result.trials if not t.decision.startswith("reverted")]
+    offset = len(result.curve) - len(accepted)       # the all-INT8 starting point, when recorded
+    phases: list[tuple[str, list[int]]] = [("adding float layers", list(range(offset)))]
+    for i, t in enumerate(accepted):
+        name = "dropping unneeded layers" if "dropped" in t.decision else "adding float layers"
+        if name != phases[-1][0]:
+            phases.append((name, phases[-1][1][-1:]))
+        phases[-1][1].append(offset + i)
+    return [(n, idx) for n, idx in phases if len(idx) > 1 or (len(phases) == 1 and idx)]
+
+
+def _reverted(result: Any) -> list[tuple[int, float]]:
+    """(float layers, output cosine) of each reverted trial: the kept layers before it plus the
+    ones it tried."""
+    points, floats = [], 0
+    for t in result.trials:
+        if t.decision.startswith("reverted"):
+            points.append((floats + len(t.added), t.cos))
+        elif "dropped" in t.decision:
+            floats -= 1
+        elif "swapped" not in t.decision:
+            floats += len(t.added)
+    return points
 
 
 def search_curve_figure(result: Any, scale: str = "true"):
     """Output cosine after each accepted change of a search, against the number of float
-    layers and against the MACs they run in float; the target drawn dashed."""
+    layers and against the MACs they run in float: one line per phase (adding, dropping),
+    reverted trials faint, the chosen table starred, the target dotted, the legend outside."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     shown = _scale(scale)
     points = result.curve
-    cos = [shown(p.cos) for p in points]
-    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
     by_count, by_macs = fig.subplots(1, 2, sharey=True)
-    by_count.plot([p.floats for p in points], cos, "o-", color=INT8_COLOR)
-    by_macs.plot([p.float_macs / 1e6 for p in points], cos, "o-", color=FLOAT_COLOR)
-    for ax in (by_count, by_macs):
-        ax.axhline(shown(result.expected_cos), color=THRESHOLD_COLOR, linestyle="--",
-                   linewidth=1, label=f"target {shown(result.expected_cos):.6f}")
+    styles = {"adding float layers": ("o-", INT8_COLOR), "dropping unneeded layers": ("s--", FLOAT_COLOR)}
+    for name, idx in _phases(result):
+        marker, color = styles[name]
+        for ax, x in ((by_count, lambda p: p.floats), (by_macs, lambda p: p.float_macs / 1e6)):
+            ax.plot([x(points[i]) for i in idx], [shown(points[i].cos) for i in idx], marker,
+                    color=color, label=name if ax is by_count else None)
+    reverted = _reverted(result)
+    if reverted:
+        by_count.plot([x for x, _ in reverted], [shown(c) for _, c in reverted], "x", color="grey",
+                      alpha=0.45, label=f"reverted trial ({len(reverted)})")
+    chosen_macs = result.cost.float_macs / 1e6 if result.cost is not None else (
+        points[-1].float_macs / 1e6 if points else 0)
+    for ax, x in ((by_count, len(result.qtable)), (by_macs, chosen_macs)):
+        ax.plot([x], [shown(result.mix_cos)], "*", color=THRESHOLD_COLOR, markersize=14,
+                markeredgecolor="black", zorder=5,
+                label=f"chosen: {len(result.qtable)} layer(s), {shown(result.mix_cos):.6f}"
+                if ax is by_count else None)
+        ax.axhline(shown(result.expected_cos), color=THRESHOLD_COLOR, linestyle=":", linewidth=1.5,
+                   label=f"target {shown(result.expected_cos):.6f}" if ax is by_count else None)
         ax.grid(alpha=0.3)
+    by_count.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_count.set_xlabel(f"{result.float_mode} layers")
     by_macs.set_xlabel(f"MMACs in {result.float_mode} per sample")
-    by_count.set_ylabel("output 0.5+0.5*cos" if scale == "reference" else "output cosine")
-    by_count.legend(fontsize=7, loc="lower right")
+    unit = "0.5+0.5*cos" if scale == "reference" else "cosine"
+    by_count.set_ylabel(f"output {unit} (mean over outputs and samples)")
+    fig.legend(fontsize=7, loc="outside lower center", ncols=5)
     fig.suptitle(f"{result.method} search on {result.samples} sample(s): {result.reason}; "
                  f"final {shown(result.mix_cos):.6f} with {len(result.qtable)} layer(s)",
                  fontsize=9)

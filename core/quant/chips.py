@@ -57,12 +57,25 @@ def get_chip(name: str | Chip) -> Chip:
     return chip
 
 
+# what people type for the modes (other toolchains' spellings), for the "did you mean" hint
+MODE_SPELLINGS = {"FP16": "F16", "FP32": "F32", "FLOAT16": "F16", "FLOAT32": "F32", "HALF": "F16",
+                  "BFLOAT16": "BF16", "BFP16": "BF16", "I8": "INT8", "INT": "INT8"}
+
+
+def suggest_mode(mode: str) -> str:
+    """' (did you mean F16?)' for FP16 and the like, '' when no mode is close."""
+    m = str(mode).upper()
+    if m in MODE_SPELLINGS:
+        return f" (did you mean {MODE_SPELLINGS[m]}?)"
+    return did_you_mean(m, MODES)
+
+
 def check_mode(chip: Chip, mode: str, where: str = "--quantize") -> str:
     """`mode` upper-cased if the chip runs it; OptionError naming `where` otherwise."""
     m = str(mode).upper()
     if m not in MODES:
-        raise OptionError(f"{where}: unknown quantize mode '{mode}'; tpushell simulates "
-                          f"{', '.join(MODES)}")
+        raise OptionError(f"{where}: unknown quantize mode '{mode}'{suggest_mode(m)}; tpushell "
+                          f"simulates {', '.join(MODES)}")
     if m not in chip.modes:
         raise OptionError(f"{where}: chip {chip.name} has no {m}; it runs {', '.join(chip.modes)}")
     return m

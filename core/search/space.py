@@ -179,9 +179,20 @@ class SearchResult:
         return self.mix_cos > self.expected_cos
 
     def __str__(self) -> str:
+        return self.text()
+
+    def text(self, scale: str = "true") -> str:
+        """The report with every cosine in `scale` (true, or reference: 0.5+0.5*cos), named."""
+        def shown(c: float) -> float:
+            return reference_cos(c) if scale == "reference" else c
+
         def both(c: float) -> str:
-            return f"{c:.6f} (0.5+0.5*cos {reference_cos(c):.6f})"
+            other = "true cos" if scale == "reference" else "0.5+0.5*cos"
+            return f"{shown(c):.6f} ({other} {c if scale == 'reference' else reference_cos(c):.6f})"
+        unit = "0.5+0.5*cos (reference scale)" if scale == "reference" else "true cosine"
         lines = [f"{self.method} search on {self.samples} sample(s): {self.reason}",
+                 f"cosines to F32 as {unit}; an output cosine is the mean over the outputs "
+                 "and samples",
                  f"target output cosine {both(self.expected_cos)}"]
         if self.min_layer_cos is not None:
             lines.append(f"min layer cosine {both(self.min_layer_cos)}")
@@ -197,9 +208,9 @@ class SearchResult:
         if self.cost is not None:
             lines.append(f"estimated cost: {self.cost}")
         if self.trials:
-            lines.append(f"{len(self.trials)} trial(s):")
+            lines.append(f"{len(self.trials)} trial(s), output cosine after each:")
             for t in self.trials:
-                lines.append(f"  {t.layer:<40} +{len(t.added)} -> {t.cos:.6f}  {t.decision}")
+                lines.append(f"  {t.layer:<40} +{len(t.added)} -> {shown(t.cos):.6f}  {t.decision}")
         if self.next_step:
             lines.append(self.next_step)
         lines.append(f"{self.seconds:.1f} s")

@@ -31,7 +31,7 @@ def test_html_escapes_and_highlights():
     html = t._repr_html_()
     assert "<caption>a&lt;b</caption>" in html and "&lt;i&gt;" in html
     assert '<tr style="background-color:#fdd"><td style="text-align:left">&lt;i&gt;</td></tr>' in html
-    assert t._repr_png_() is None
+    assert t.png() is None
 
 
 def test_figure_shows_inline_as_png():
@@ -39,7 +39,17 @@ def test_figure_shows_inline_as_png():
     fig = Figure()
     fig.add_subplot().bar([0, 1], [1, 2])
     m = Message("two bars", figure=fig)
-    png = m._repr_png_()
+    png = m.png()
     assert png.startswith(b"\x89PNG")
     assert '<img src="data:image/png;base64,' in m._repr_html_()
     assert str(m) == "two bars"
+
+
+def test_a_figure_is_embedded_once_in_what_jupyter_stores():
+    from IPython.core.formatters import DisplayFormatter
+    from matplotlib.figure import Figure
+    fig = Figure()
+    fig.add_subplot().bar([0, 1], [1, 2])
+    data, _ = DisplayFormatter().format(Message("two bars", figure=fig))
+    assert "image/png" not in data and data["text/plain"] == "two bars"
+    assert sum(v.count("data:image/png;base64,") for v in data.values() if isinstance(v, str)) == 1

@@ -34,12 +34,18 @@ def test_tutorial_script_runs_the_whole_story(tutorial_dir):
     out = done.stdout
     ran = [line for line in out.splitlines() if line.startswith("(tpu) ")]
     assert len(ran) == len(list(script_lines(str(EXAMPLES / "yolov3_tiny.tps")))) and "error:" not in out
-    assert "yolov3_tiny: 34 ops" in out
+    # the chapter's flags on every step, each named table / chip said
+    assert "(tpu) load --model_name yolov3_tiny --model_def " in out and "yolov3_tiny: 34 ops" in out
     assert "F32 on 000000366711.jpg: 2 object(s)" in out and "person" in out and "orange" in out
-    assert "INT8 on 000000366711.jpg" in out and "reference search on 10 sample(s)" in out
+    assert "(tpu) calibrate --dataset " in out and "... 25 more: `layers` lists every threshold" in out
+    assert "loaded calibration table yolov3_cali_table (35 tensors)" in out
+    assert "yolov3_int8.bmodel on 000000366711.jpg" in out and "reference search on 10 sample(s)" in out
+    assert "saved the qtable to yolov3_qtable" in out and "\n(tpu) qtable\nqtable: " in out
+    assert "loaded qtable yolov3_qtable: " in out and "yolov3_mix.bmodel on 000000366711.jpg" in out
     assert "wrote yolov3_mix.bmodel" in out and "INT8: " in out and "mixed: " in out
-    for name in ("yolov3_f32.jpg", "yolov3_int8.jpg", "yolov3_cali_table", "yolov3_qtable",
-                 "yolov3_mix.bmodel", "yolov3_compare.png", "yolov3_tiny.tpw",
+    for name in ("yolov3_onnx.jpg", "yolov3_f32.jpg", "yolov3_int8.jpg", "yolov3_cali_table",
+                 "yolov3_tiny.mlir", "yolov3_int8.bmodel", "yolov3_qtable", "yolov3_cos.png",
+                 "yolov3_mix.bmodel", "yolov3_mix.jpg", "yolov3_compare.png", "yolov3_tiny.tpw",
                  "conv1_leaky_histogram.png"):
         assert (tutorial_dir / name).stat().st_size > 0, name
 

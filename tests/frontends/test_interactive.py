@@ -80,7 +80,47 @@ def test_a_person_completes_a_layer_sets_it_to_f16_and_rechecks(zoo_workdir):
         assert all(0.99 < c < 1 for c in [*int8.values(), *mixed.values()])
         term.send("layers conv99\r")
         term.wait(r"error: no op or op type 'conv99'[\s\S]*\(tpu\)")
+        term.send("quit\r")                                  # unsaved work: it asks once
+        term.wait(r"quit anyway\? \[y/N\]")
+        term.send("y\r")
+        term.child.expect(pexpect.EOF, timeout=30)
+    finally:
+        term.child.close()
+    assert term.child.exitstatus == 0
+
+
+@pytest.mark.zoo
+@pytest.mark.slow
+def test_ctrl_c_during_calibrate_changes_nothing_and_quit_asks_about_unsaved_work(zoo_workdir):
+    term = Terminal(zoo_workdir)
+    try:
+        term.wait(r"Start with `load MODEL.onnx`[\s\S]*\(tpu\)")      # the banner says what to type
+        term.send("load --model_def zoo/yolov3-tiny/tiny-yolov3-11.onnx --output_names "
+                  "transpose_output1,transpose_output --scale 0.0039216,0.0039216,0.0039216 "
+                  "--pixel_format rgb --keep_aspect_ratio --pad_value 128\r")
+        term.wait(r"34 ops[\s\S]*\(tpu\)")
+        term.send("set samples 2\r")
+        term.wait(r"samples = 2[\s\S]*\(tpu\)")
+        term.send("calibrate zoo/COCO2017 --table golden/tpumlir_cali_table\r")
+        term.wait(r"calibration table golden/tpumlir_cali_table[\s\S]*\(tpu\)")
+        term.send("cos\r")
+        before = output_cosines(term.wait(r"output transpose_output_\S+ \d\.\d{6}[\s\S]*\(tpu\)"))
+        term.send("calibrate --dataset zoo/COCO2017 --input_num 100 -o new_table\r")
+        term.wait(r"calibration statistics: +\d+%.*\d+/100")       # the bar is drawing
+        term.send("\x03")                                            # Ctrl-C
+        text = term.wait(r"interrupted: nothing changed[\s\S]*\(tpu\)", timeout=60)
+        assert "Traceback" not in text
+        term.send("cos\r")
+        after = output_cosines(term.wait(r"output transpose_output_\S+ \d\.\d{6}[\s\S]*\(tpu\)"))
+        assert after == before and len(before) == 2
+        assert not (zoo_workdir / "new_table").exists()
         term.send("quit\r")
+        term.wait(r"\d+ command\(s\) since the last save are not in a workspace; quit anyway\? \[y/N\]")
+        term.send("n\r")
+        term.wait(r"not quitting; `save NAME` keeps the work in NAME.tpw[\s\S]*\(tpu\)")
+        term.send("save work\r")
+        term.wait(r"saved workspace to work.tpw[\s\S]*\(tpu\)")
+        term.send("quit\r")                                          # saved: no question
         term.child.expect(pexpect.EOF, timeout=30)
     finally:
         term.child.close()

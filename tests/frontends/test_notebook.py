@@ -48,12 +48,36 @@ def test_notebook_runs_and_shows_tables_figures_and_detections(kernel, tmp_path)
     assert not errors, errors
     html = [out.data["text/html"] for _, out in shown if "text/html" in out.get("data", {})]
     assert any('<table class="tpushell">' in h and "conv0_Conv" in h for h in html)
-    assert any(out.get("data", {}).get("image/png") for _, out in shown)
+    assert any(PNG in h for h in html)
     detect = next(out for src, out in shown if src.startswith("%detect"))
     text = detect.data["text/plain"]
     assert "F32 on 000000366711.jpg: 2 object(s)" in text and "person" in text and "orange" in text
     compare = next(out for src, out in shown if src.startswith("%detect") and "--compare" in src)
     assert "INT8:" in compare.data["text/plain"] and "mixed:" in compare.data["text/plain"]
-    assert compare.data.get("image/png")
-    for name in ("yolov3_cali_table", "yolov3_mix.bmodel"):
+    assert PNG in compare.data["text/html"]
+    for name in ("yolov3_tiny.mlir", "yolov3_cali_table", "yolov3_qtable", "yolov3_mix.bmodel",
+                 "yolov3_mix.jpg"):
         assert (tmp_path / name).stat().st_size > 0, name
+    # the chapter's flags said what they loaded / set
+    search = next(out for src, out in shown if src.startswith("search = %qtable search"))
+    assert "loaded calibration table yolov3_cali_table (35 tensors)" in search.data["text/plain"]
+    # every figure is stored once (inside the HTML, no image/png beside it), so the file stays small
+    for _, out in shown:
+        data = out.get("data", {})
+        assert "image/png" not in data
+        assert sum(str(v).count(PNG) for v in data.values()) <= 1
+    size = len(nbformat.writes(nb).encode())
+    assert size < 2_000_000, f"the executed notebook is {size / 1e6:.1f} MB"
+    # progress: one bar (a tqdm widget) per phase, no stream of updates
+    calibrate = [out for src, out in shown if src.startswith("%calibrate")]
+    bars = [out for out in calibrate if WIDGET in out.get("data", {})]
+    assert len(bars) == 2, calibrate                    # statistics, tuning (one-pass histograms)
+    assert not [out for out in calibrate if out.output_type == "stream"], calibrate
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    labels = [m["state"].get("value") for m in states.values() if m["model_name"] == "HTMLModel"]
+    assert any("calibration statistics" in (v or "") for v in labels)
+    assert any("100/100" in (v or "") for v in labels)
+
+
+PNG = "data:image/png;base64,"
+WIDGET = "application/vnd.jupyter.widget-view+json"

@@ -177,8 +177,11 @@ def test_console_script_runs_as_a_program(workdir):
     assert bad.returncode == 2 and "script not found: missing.tps" in bad.stderr
 
 
-def test_subcommands_complete_and_need_an_action(shell, workdir):
+def test_subcommands_complete_and_bare_qtable_shows_it(shell, workdir):
     assert set(complete(shell, "qtable ")) == {"show", "load", "save", "search", "diff"}
     assert complete(shell, "qtable load tiny_i") == ("tiny_input.npz",)
-    out = run_shell(shell, "qtable")
-    assert len(out) == 1 and out[0].startswith("error: qtable: the following arguments are required")
+    assert run_shell(shell, "qtable") == ["error: no model loaded; run `load MODEL` first"]
+    run_shell(shell, "load tiny.onnx")
+    run_shell(shell, "set_precision y_Conv F16")
+    assert run_shell(shell, "qtable") == run_shell(shell, "qtable show")
+    assert run_shell(shell, "qtable")[0] == "qtable: 1 layer(s) (F16 1)"
