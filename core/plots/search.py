@@ -82,26 +82,30 @@ def cosine_figure(check: Any, *, min_layer_cos: float | None = None,
 
 
 def _phases(result: Any) -> list[tuple[str, list[int]]]:
-    """The accepted curve points split into the phases drawn as separate lines: adding float
-    layers, then (greedy) dropping those not needed; each phase starts at the previous one's end."""
-    accepted = [t for t in result.trials if not t.decision.startswith("reverted")]
-    offset = len(result.curve) - len(accepted)       # the all-INT8 starting point, when recorded
-    phases: list[tuple[str, list[int]]] = [("adding float layers", list(range(offset)))]
-    for i, t in enumerate(accepted):
-        name = "dropping unneeded layers" if "dropped" in t.decision else "adding float layers"
+    """The curve's points split into the phases drawn as separate lines: adding float layers,
+    then dropping those not needed (the float count falls); each phase starts where the
+    previous one ended, so the line does not fold back on itself."""
+    points = result.curve
+    phases: list[tuple[str, list[int]]] = [("adding float layers", [0])] if points else []
+    for i in range(1, len(points)):
+        name = "dropping unneeded layers" if points[i].floats < points[i - 1].floats \
+            else "adding float layers"
         if name != phases[-1][0]:
-            phases.append((name, phases[-1][1][-1:]))
-        phases[-1][1].append(offset + i)
-    return [(n, idx) for n, idx in phases if len(idx) > 1 or (len(phases) == 1 and idx)]
+            phases.append((name, [i - 1]))
+        phases[-1][1].append(i)
+    return phases
 
 
 def _reverted(result: Any) -> list[tuple[int, float]]:
-    """(float layers, output cosine) of each reverted trial: the kept layers before it plus the
-    ones it tried."""
+    """(float layers, output cosine) of each trial the search did not keep: from the trial's
+    own plan size when the search recorded it, else counted from the kept layers before it."""
     points, floats = [], 0
     for t in result.trials:
-        if t.decision.startswith("reverted"):
-            points.append((floats + len(t.added), t.cos))
+        undone = t.kept is False or (t.kept is None and t.decision.startswith("reverted"))
+        if undone:
+            points.append((t.floats if t.floats is not None else floats + len(t.added), t.cos))
+        elif t.floats is not None:
+            floats = t.floats
         elif "dropped" in t.decision:
             floats -= 1
         elif "swapped" not in t.decision:
@@ -128,7 +132,7 @@ def search_curve_figure(result: Any, scale: str = "true"):
     reverted = _reverted(result)
     if reverted:
         by_count.plot([x for x, _ in reverted], [shown(c) for _, c in reverted], "x", color="grey",
-                      alpha=0.45, label=f"reverted trial ({len(reverted)})")
+                      alpha=0.45, label=f"trial not kept ({len(reverted)})")
     chosen_macs = result.cost.float_macs / 1e6 if result.cost is not None else (
         points[-1].float_macs / 1e6 if points else 0)
     for ax, x in ((by_count, len(result.qtable)), (by_macs, chosen_macs)):

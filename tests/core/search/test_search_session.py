@@ -160,7 +160,7 @@ def test_check_limits_layers_and_marks_low_ones(data):
 
 
 def test_plots(data, tmp_path):
-    from tpushell.core.plots.search import cosine_figure, search_curve_figure
+    from tpushell.core.plots.search import _phases, cosine_figure, search_curve_figure
     s = session(data)
     result = s.search_qtable(0.999, 0.99, method="greedy")
     check = s.check(own=True, min_layer_cos=0.99)
@@ -172,7 +172,10 @@ def test_plots(data, tmp_path):
     fig.savefig(tmp_path / "cos.png")
     curve = search_curve_figure(result, scale="reference")
     assert len(curve.axes) == 2 and "greedy search" in curve._suptitle.get_text()
-    assert len(curve.axes[0].lines[0].get_xdata()) == len(result.curve)
+    phases = _phases(result)      # adding, then (greedy) dropping: each phase drawn as a line
+    assert {i for _, idx in phases for i in idx} == set(range(len(result.curve)))
+    assert [len(line.get_xdata()) for line in curve.axes[0].lines[:len(phases)]] == \
+        [len(idx) for _, idx in phases]
     curve.savefig(tmp_path / "curve.png")
 
 
@@ -194,3 +197,14 @@ def test_calibration_data_is_the_working_set(data):
     s.calibrate(folder, method="max", tune_num=0)
     assert s.dataset == str(folder)
     assert s.check().samples == s.settings.samples
+
+
+def test_the_report_in_the_reference_scale_rewrites_the_cosines_of_every_decision(data):
+    from tpushell.core.metrics import reference_cos
+    from tpushell.core.search.space import SIX_DECIMALS
+    result = session(data).search_qtable(0.999, 0.99, method="sensitivity", apply=False)
+    shown = result.text("reference")
+    said = [float(c) for t in result.trials for c in SIX_DECIMALS.findall(t.decision)]
+    assert said, "the trials give their cosines"
+    assert all(f"{reference_cos(c):.6f}" in shown for c in said)
+    assert SIX_DECIMALS.findall("outputs 0.998123 <= 0.5, cost 12.5, 3.1415926") == ["0.998123"]
