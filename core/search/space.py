@@ -9,6 +9,8 @@ Every cosine here is a true cosine (the tools convert to the reference's 0.5+0.5
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -119,6 +121,11 @@ class SearchSpace:
         return plan_cost(self.graph, {op: self.float_mode for op in floats})
 
 
+# Cosines in a trial's decision and a search's reason are written with six decimals, and only
+# they are: the report rewrites them into the session's cosine scale.
+SIX_DECIMALS = re.compile(r"(?<![\d.])-?\d+\.\d{6}(?![\d.])")
+
+
 @dataclass
 class Trial:
     """One evaluated change: the layer that triggered it, the layers set to float, the output
@@ -186,11 +193,15 @@ class SearchResult:
         def shown(c: float) -> float:
             return reference_cos(c) if scale == "reference" else c
 
+        def said(text: str) -> str:     # the cosines in decisions and reasons (six decimals)
+            return text if scale != "reference" else SIX_DECIMALS.sub(
+                lambda m: f"{reference_cos(float(m.group())):.6f}", text)
+
         def both(c: float) -> str:
             other = "true cos" if scale == "reference" else "0.5+0.5*cos"
             return f"{shown(c):.6f} ({other} {c if scale == 'reference' else reference_cos(c):.6f})"
         unit = "0.5+0.5*cos (reference scale)" if scale == "reference" else "true cosine"
-        lines = [f"{self.method} search on {self.samples} sample(s): {self.reason}",
+        lines = [f"{self.method} search on {self.samples} sample(s): {said(self.reason)}",
                  f"cosines to F32 as {unit}; an output cosine is the mean over the outputs "
                  "and samples",
                  f"target output cosine {both(self.expected_cos)}"]
@@ -210,9 +221,9 @@ class SearchResult:
         if self.trials:
             lines.append(f"{len(self.trials)} trial(s), output cosine after each:")
             for t in self.trials:
-                lines.append(f"  {t.layer:<40} +{len(t.added)} -> {shown(t.cos):.6f}  {t.decision}")
+                lines.append(f"  {t.layer:<40} +{len(t.added)} -> {shown(t.cos):.6f}  {said(t.decision)}")
         if self.next_step:
-            lines.append(self.next_step)
+            lines.append(said(self.next_step))
         lines.append(f"{self.seconds:.1f} s")
         return "\n".join(lines)
 
