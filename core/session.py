@@ -175,11 +175,15 @@ class Session:
         """Read a calibration table (ours or the reference's); every float tensor of the loaded model
         needs a row, else CalibrationError naming the file and the missing tensors."""
         from .calibration.calibrate import check_table
-        from .calibration.tables import read_calibration_table
+        from .calibration.tables import read_calibration_table, same_rows
         table = read_calibration_table(path)
         if self.graph is not None:
             check_table(self.graph, table)
-        self.calibration, self.calibration_stats = table, None
+        # the file of the last calibrate (run_qtable's --calibration_table in the tutorial)
+        # keeps that calibration's histograms; any other table has none
+        if not same_rows(self.calibration, table):
+            self.calibration_stats = None
+        self.calibration = table
         return table
 
     def save_calibration(self, path: str | os.PathLike) -> str:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 import warnings
@@ -56,6 +57,17 @@ class CalibrationTable:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def same_rows(a: CalibrationTable | None, b: CalibrationTable) -> bool:
+    """Whether two tables hold the same tensors with the same threshold, min and max, to the
+    digits the file format keeps (a table read back from the file it was written to)."""
+    if a is None or list(a.rows) != list(b.rows):
+        return False
+    return all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7)
+               for name, r in a.rows.items()
+               for x, y in zip((r.threshold, r.min, r.max), (b.rows[name].threshold,
+                                                              b.rows[name].min, b.rows[name].max)))
 
 
 def _number(text: str, path: str, lineno: int) -> float:

@@ -288,7 +288,12 @@ def test_session_calibrate_save_load_and_plot(yolo_session, photo, tmp_path):
     again = s.load_calibration(path)
     flat = lambda t: [v for r in t.rows.values() for v in (r.threshold, r.min, r.max)]
     assert list(again) == list(table) and flat(again) == pytest.approx(flat(table), abs=1e-7)
-    assert s.calibration_stats is None
+    assert s.calibration_stats is not None     # the table just written: its histograms stay
+    other, first = tmp_path / "other", next(iter(table.rows))
+    other.write_text((tmp_path / "table").read_text().replace(f"{table.rows[first].threshold:.7f}",
+                                                    f"{table.rows[first].threshold * 2:.7f}", 1))
+    s.load_calibration(other)
+    assert s.calibration_stats is None         # another table: no histograms of its own
     with pytest.raises(Exception, match="no calibration statistics"):
         s.plot_histogram("coarse_Conv")
 
