@@ -49,19 +49,24 @@ class Result:
 
     def _repr_html_(self) -> str:
         body = self.html()
-        png = self.png()
-        if png is not None:
-            body += f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
-        return body
+        if self.figure is None:
+            return body
+        # a figure holding a photograph (detections) as JPEG: as PNG it alone is megabytes
+        photo = any(ax.images for ax in self.figure.axes)
+        data = self._encoded("jpeg" if photo else "png")
+        return body + f'<img src="data:image/{"jpeg" if photo else "png"};base64,' \
+                      f'{base64.b64encode(data).decode()}"/>'
 
     # No `_repr_png_`: Jupyter would store the figure a second time beside the HTML (which must
     # hold it, or the frontends, which show the HTML, would not show the figure).
     def png(self) -> bytes | None:
         """The figure as PNG bytes (None without a figure)."""
-        if self.figure is None:
-            return None
+        return None if self.figure is None else self._encoded("png")
+
+    def _encoded(self, fmt: str) -> bytes:
         buf = io.BytesIO()
-        self.figure.savefig(buf, format="png", bbox_inches="tight")
+        self.figure.savefig(buf, format=fmt, bbox_inches="tight",
+                            **({"pil_kwargs": {"quality": 85}} if fmt == "jpeg" else {}))
         return buf.getvalue()
 
 

@@ -53,3 +53,14 @@ def test_a_figure_is_embedded_once_in_what_jupyter_stores():
     data, _ = DisplayFormatter().format(Message("two bars", figure=fig))
     assert "image/png" not in data and data["text/plain"] == "two bars"
     assert sum(v.count("data:image/png;base64,") for v in data.values() if isinstance(v, str)) == 1
+
+
+def test_a_photograph_is_embedded_as_jpeg_and_saved_as_png():
+    import numpy as np
+    from matplotlib.figure import Figure
+    fig = Figure()
+    fig.add_subplot().imshow(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    m = Message("an image", figure=fig)
+    html = m._repr_html_()
+    assert '<img src="data:image/jpeg;base64,' in html and "image/png" not in html
+    assert m.png().startswith(b"\x89PNG")
