@@ -65,7 +65,7 @@ def run_main(main, argv, capsys) -> tuple[int, str, str]:
     return rc, captured.out, captured.err
 
 
-PROGRESS = re.compile(r"^[\w .-]+: \[[# ]*\] ")   # the progress bar's lines (not errors)
+PROGRESS = re.compile(r"^[\w .-]+:\s+\d+%\|")   # tqdm's progress bar lines (not errors)
 
 
 def assert_one_line_error(rc: int, err: str, what: str = "") -> None:

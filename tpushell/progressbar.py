@@ -35,5 +35,7 @@ class ProgressBar:
     def finish(self, task: str | None = None) -> None:
         """Close the open bar (core's Progress calls this when a phase ends, also on Ctrl-C)."""
         if self._bar is not None:
+            # a phase cut short (an error, Ctrl-C) wipes its bar: the error line stands alone
+            self._bar.leave = self._bar.total is None or self._bar.n >= self._bar.total
             self._bar.close()
             self._bar, self._task = None, None
