@@ -39,9 +39,9 @@ def test_tutorial_script_runs_the_whole_story(tutorial_dir):
     assert "F32 on 000000366711.jpg: 2 object(s)" in out and "person" in out and "orange" in out
     assert "(tpu) calibrate --dataset " in out and "... 25 more: `layers` lists every threshold" in out
     assert "loaded calibration table yolov3_cali_table (35 tensors)" in out
-    assert "yolov3_int8.bmodel on 000000366711.jpg" in out and "reference search on 10 sample(s)" in out
+    assert "yolov3_int8 on 000000366711.jpg: 2 object(s)" in out and "reference search on 10 sample(s)" in out
     assert "saved the qtable to yolov3_qtable" in out and "\n(tpu) qtable\nqtable: " in out
-    assert "loaded qtable yolov3_qtable: " in out and "yolov3_mix.bmodel on 000000366711.jpg" in out
+    assert "loaded qtable yolov3_qtable: " in out and "yolov3_mix on 000000366711.jpg" in out
     assert "wrote yolov3_mix.bmodel" in out and "INT8: " in out and "mixed: " in out
     for name in ("yolov3_onnx.jpg", "yolov3_f32.jpg", "yolov3_int8.jpg", "yolov3_cali_table",
                  "yolov3_tiny.mlir", "yolov3_int8.bmodel", "yolov3_qtable", "yolov3_cos.png",
