@@ -371,6 +371,16 @@ class Evaluator:
             tensor = track.producer[tensor].inputs[0]
         return tensor
 
+    def _cast_of_graph_tensor(self, tensor: str) -> bool:
+        """Whether a plan tensor is a graph tensor or casts / requantizations of one."""
+        track = self._current
+        while tensor not in self._tensors:
+            step = track.producer[tensor]
+            if step.kind not in ("cast", "requant"):
+                return False
+            tensor = step.inputs[0]
+        return True
+
     # ---- cosines --------------------------------------------------------------------------------
     def layer_cos(self, tensor: str) -> np.ndarray:
         """Per-sample true cosine of the plan's `tensor` to F32: the error accumulated up to it."""
@@ -437,6 +447,10 @@ class Evaluator:
                              f"{did_you_mean(op, self.graph.op_names)}")
         key = ("own", step.key, op)
         found = self._cos.get(key)
+        if found is None and not all(self._cast_of_graph_tensor(t) for t in step.inputs):
+            # fed by an op the lowering inserted (a slice of the split QKV MatMul, its reshape):
+            # no F32 value exists for that input, so the error accumulated up to `op` stands in
+            found = self._cos[key] = self.layer_cos(op)
         if found is None:
             ins = [self.plan.encode(t, self.reference(self.source(t))) for t in step.inputs]
             out = self._run(step, ins)[step.outputs.index(self._plan_name(op))]

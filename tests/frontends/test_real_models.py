@@ -126,3 +126,22 @@ def test_python_api_on_each_model(model, shared, tmp_path):
     sim = np.load(result.tpu_file)
     for name in s.model.outputs:      # onnxruntime on the QDQ file against our simulation
         assert cosine(qdq[name], sim[name]) >= 0.999, name
+
+
+def test_own_errors_of_every_svtr_layer_including_the_split_qkv_matmul(shared):
+    """The sensitivity search ranks by each layer's own error; SVTR's lowering inserts slices of
+    the split QKV MatMul and their reshapes, whose inputs have no F32 value of their own."""
+    from tpushell.core.quant.chips import resolve_fp_type
+    model = "ppocrv4_rec"
+    shapes, preprocess = PYTHON[model]
+    s = Session()
+    s.load(shared / "zoo" / model / f"{model}.onnx", name=model, input_shapes=shapes, **preprocess)
+    s.load_calibration(shared / "golden" / model / f"{model}_cali_table")
+    s.settings.set("samples", 1)
+    s.use_data(shared / "zoo" / "COCO2017")
+    ev, lw = s.evaluator(), s.lowerer()
+    ev.set_plan(lw.plan("INT8", None, resolve_fp_type(lw.chip, s.settings.fp_type)))
+    ops = [op for op in s.model.op_names if ev.plan.op_modes.get(op) == "INT8"]
+    own = {op: float(ev.own_cos(op).mean()) for op in ops}
+    assert any("permute_for" in op for op in ops)          # the inserted ops are among them
+    assert all(-1.0 <= c <= 1.0 for c in own.values()) and min(own.values()) < 0.9999
