@@ -36,7 +36,7 @@ def sensitivity_figure(table: Any, top: int = 30):
     ax.invert_yaxis()
     ax.set_xlabel("true cosine difference (log scale)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    fig.legend(fontsize=7, loc="outside lower center")   # below the axes: never over a bar
     ax.set_title(f"layer sensitivity on {table.samples} sample(s), top {len(names)} of "
                  f"{len(table.rows)}; all-INT8 output cos {table.int8_cos:.6f}", fontsize=9)
     return fig
