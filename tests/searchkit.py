@@ -133,3 +133,16 @@ def combination_onnx(path, seed: int = 0) -> str:
 
 def combination_graph(tmp_path) -> Graph:
     return import_onnx(combination_onnx(tmp_path / "combination.onnx"), name="combination")
+
+
+def sample_folder(root, model: str, n: int) -> tuple[str, object, CalibrationTable]:
+    """`n` samples of `model` saved as .npy files in root/data, and a max table of 20 others:
+    what a session test needs (model, data folder, calibration table)."""
+    from tpushell.core import Session
+    folder = root / "data"
+    folder.mkdir()
+    s = Session()
+    s.load(model)
+    for i, x in enumerate(samples(s.model, n, seed=7)["x"]):
+        np.save(folder / f"s{i:02d}.npy", x)
+    return model, folder, max_table(s.model, samples(s.model, 20, seed=5))

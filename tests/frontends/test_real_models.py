@@ -104,14 +104,20 @@ PYTHON = {"ppocr_cls_mv3": ([[1, 3, 48, 192]], PADDLE),
           "ppocrv4_rec": ([[1, 3, 48, 320]], PADDLE)}
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-def test_python_api_on_each_model(model, shared, tmp_path):
+def api_session(shared, model: str, samples: int) -> Session:
+    """A Python-API session on a shared model with the reference's table and COCO samples."""
     shapes, preprocess = PYTHON[model]
     s = Session()
     s.load(shared / "zoo" / model / f"{model}.onnx", name=model, input_shapes=shapes, **preprocess)
     s.load_calibration(shared / "golden" / model / f"{model}_cali_table")
-    s.settings.set("samples", 2)
+    s.settings.set("samples", samples)
     s.use_data(shared / "zoo" / "COCO2017")
+    return s
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_python_api_on_each_model(model, shared, tmp_path):
+    s = api_session(shared, model, 2)
     int8 = s.check().outputs
     edit = s.set_precision(MODELS[model][2], "F16")
     assert edit.changed and all(v == ("INT8", "F16") for v in edit.changed.values())
@@ -132,13 +138,7 @@ def test_own_errors_of_every_svtr_layer_including_the_split_qkv_matmul(shared):
     """The sensitivity search ranks by each layer's own error; SVTR's lowering inserts slices of
     the split QKV MatMul and their reshapes, whose inputs have no F32 value of their own."""
     from tpushell.core.quant.chips import resolve_fp_type
-    model = "ppocrv4_rec"
-    shapes, preprocess = PYTHON[model]
-    s = Session()
-    s.load(shared / "zoo" / model / f"{model}.onnx", name=model, input_shapes=shapes, **preprocess)
-    s.load_calibration(shared / "golden" / model / f"{model}_cali_table")
-    s.settings.set("samples", 1)
-    s.use_data(shared / "zoo" / "COCO2017")
+    s = api_session(shared, "ppocrv4_rec", 1)
     ev, lw = s.evaluator(), s.lowerer()
     ev.set_plan(lw.plan("INT8", None, resolve_fp_type(lw.chip, s.settings.fp_type)))
     ops = [op for op in s.model.op_names if ev.plan.op_modes.get(op) == "INT8"]

@@ -2,9 +2,8 @@
 save / diff qtables; incremental results equal a fresh session's (identical numbers)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from searchkit import fragile_onnx, max_table, samples
+from searchkit import fragile_onnx, sample_folder
 from tpushell.core import Session
 from tpushell.core.calibration.tables import QTable, read_qtable, write_qtable
 from tpushell.core.errors import ModelError, OptionError, StateError
@@ -13,14 +12,7 @@ from tpushell.core.errors import ModelError, OptionError, StateError
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("fragile")
-    model = fragile_onnx(root / "fragile.onnx")
-    folder = root / "data"
-    folder.mkdir()
-    s = Session()
-    s.load(model)
-    for i, x in enumerate(samples(s.model, 12, seed=7)["x"]):
-        np.save(folder / f"s{i:02d}.npy", x)
-    return model, folder, max_table(s.model, samples(s.model, 20, seed=5))
+    return sample_folder(root, fragile_onnx(root / "fragile.onnx"), 12)
 
 
 def session(data, samples=4) -> Session:

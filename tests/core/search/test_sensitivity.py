@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
-from searchkit import combination_graph, combination_onnx, max_table, samples
+from searchkit import combination_graph, combination_onnx, max_table, sample_folder, samples
 from tpushell.core import Session
 from tpushell.core.commands import build_parser, execute
 from tpushell.core.quant.lowering import Lowerer
@@ -156,14 +155,7 @@ def test_the_head_pattern_is_the_tail_after_the_last_activation(kit):
 @pytest.fixture(scope="module")
 def session_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("combination_session")
-    model = combination_onnx(root / "combination.onnx")
-    folder = root / "data"
-    folder.mkdir()
-    s = Session()
-    s.load(model)
-    for i, x in enumerate(samples(s.model, 6, seed=7)["x"]):
-        np.save(folder / f"s{i:02d}.npy", x)
-    return model, folder, max_table(s.model, samples(s.model, 20, seed=5))
+    return sample_folder(root, combination_onnx(root / "combination.onnx"), 6)
 
 
 def session(data) -> Session:
