@@ -366,20 +366,16 @@ class Evaluator:
 
     def source(self, tensor: str) -> str:
         """The graph tensor a plan tensor (maybe an inserted cast) was made from."""
-        track = self._current
-        while tensor not in self._tensors:
-            tensor = track.producer[tensor].inputs[0]
-        return tensor
+        return self._walk_back(tensor)[0]
 
-    def _cast_of_graph_tensor(self, tensor: str) -> bool:
-        """Whether a plan tensor is a graph tensor or casts / requantizations of one."""
-        track = self._current
+    def _walk_back(self, tensor: str) -> tuple[str, list]:
+        """The graph tensor a plan tensor was made from, and the inserted steps between them
+        (casts, requantizations, or ops of a deploy-time rewrite)."""
+        track, steps = self._current, []
         while tensor not in self._tensors:
-            step = track.producer[tensor]
-            if step.kind not in ("cast", "requant"):
-                return False
-            tensor = step.inputs[0]
-        return True
+            steps.append(track.producer[tensor])
+            tensor = steps[-1].inputs[0]
+        return tensor, steps
 
     # ---- cosines --------------------------------------------------------------------------------
     def layer_cos(self, tensor: str) -> np.ndarray:
@@ -447,7 +443,8 @@ class Evaluator:
                              f"{did_you_mean(op, self.graph.op_names)}")
         key = ("own", step.key, op)
         found = self._cos.get(key)
-        if found is None and not all(self._cast_of_graph_tensor(t) for t in step.inputs):
+        if found is None and any(s.kind not in ("cast", "requant")
+                                 for t in step.inputs for s in self._walk_back(t)[1]):
             # fed by an op the lowering inserted (a slice of the split QKV MatMul, its reshape):
             # no F32 value exists for that input, so the error accumulated up to `op` stands in
             found = self._cos[key] = self.layer_cos(op)
