@@ -16,23 +16,20 @@ from __future__ import annotations
 import argparse
 import time
 
+from models import BY_NAME, pick
 from zoo import shared_dir
 
 from tpushell.core import Session
 
-PADDLE = dict(mean=[127.5] * 3, scale=[0.0078431] * 3, pixel_format="bgr")
-MODELS = {"nudenet_yolov8n_320": ([[1, 3, 320, 320]], 0.99, dict(
-              scale=[0.0039216] * 3, pixel_format="rgb", keep_aspect_ratio=True, pad_value=114)),
-          "ppocr_cls_mv3": ([[1, 3, 48, 192]], 0.999, PADDLE),
-          "ppocrv4_rec": ([[1, 3, 48, 320]], 0.999, PADDLE)}
+TARGETS = {"nudenet_yolov8n_320": 0.99, "ppocr_cls_mv3": 0.999, "ppocrv4_rec": 0.999}  # the issue's
 REFERENCE = {"nudenet_yolov8n_320": "reference search_qtable: 31 F16 layers, 56.5 s; mix_search aborts"}
 
 
 def session(shared, name: str, samples: int) -> Session:
-    shapes, _, pre = MODELS[name]
+    m = BY_NAME[name]
     s = Session()
-    s.load(shared / "zoo" / name / f"{name}.onnx", name=name, input_shapes=shapes, **pre)
-    s.load_calibration(shared / "golden" / name / f"{name}_cali_table")
+    s.load(m.onnx_path(shared), name=name, input_shapes=[m.shape], **m.preprocess)
+    s.load_calibration(m.table_path(shared))
     s.settings.set("samples", samples)
     s.use_data(shared / "zoo" / "COCO2017")
     return s
@@ -42,14 +39,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared")
     ap.add_argument("--samples", type=int, default=10)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=",".join(TARGETS))
     ap.add_argument("--cold-only", action="store_true",
                     help="only the sensitivity search in a fresh session (no sensitivity table)")
     ap.add_argument("--time_budget", type=float, help="seconds per search; the best table so far")
     args = ap.parse_args()
     shared = shared_dir(args.shared)
-    for name in args.models.split(","):
-        target = MODELS[name][1]
+    for name in [m.name for m in pick(args.models)]:
+        target = TARGETS.get(name, 0.99)
         print(f"== {name}: target true output cosine {target}, {args.samples} samples")
         if name in REFERENCE:
             print(f"   {REFERENCE[name]}")
