@@ -68,29 +68,144 @@ def _build(graph: Graph, wanted: tuple[str, ...]):
         import onnxruntime as ort
     except ImportError:
         return None
-    from onnx import TensorProto, helper
-    from .lowering import Lowerer
-    from .qdq_export import qdq_model
     try:
-        plan = Lowerer(graph, None).plan("F32")
+        plan, model = f32_export(graph)
         names = tuple(plan.tensor(t) for t in wanted)
-        model = qdq_model(plan)
-        known = {o.name for o in model.graph.output}
-        if set(names) != known:
-            del model.graph.output[:]
-            model.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
-                                      for t in dict.fromkeys(names))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS        # the interpreter's count ($TPUSHELL_THREADS)
-        # Idle threads spinning after a run would take the CPU from whatever runs next (our own
-        # numpy ops, another process on a 2-core machine).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        sess = ort.InferenceSession(model.SerializeToString(), options,
-                                    providers=["CPUExecutionProvider"])
+        model = _with_outputs(model, names) if set(names) != {o.name for o in model.graph.output} \
+            else model
+        sess = _ort_session(ort, model, THREADS)    # the interpreter's count ($TPUSHELL_THREADS)
     except Exception as e:   # noqa: BLE001  any failure to export or load means: use the interpreter
         warnings.warn(TpuWarning(f"model '{graph.name}' runs F32 on the numpy interpreter "
                                  f"(onnxruntime cannot take it: {str(e).splitlines()[0][:200]})"))
         return None
     graph.cache()[("ort_f32_names", wanted)] = names
     return sess
+
+
+def f32_export(graph: Graph):
+    """(F32 plan, its ONNX export) of `graph`, made once per graph: every plan tensor is an ONNX
+    tensor of the same name (core/quant/qdq_export.py)."""
+    cache = graph.cache()
+    if "ort_f32_export" not in cache:
+        from .lowering import Lowerer
+        from .qdq_export import qdq_model
+        plan = Lowerer(graph, None).plan("F32")
+        cache["ort_f32_export"] = (plan, qdq_model(plan))
+    return cache["ort_f32_export"]
+
+
+def _with_outputs(model, names: Iterable[str]):
+    """A copy of `model` whose outputs are the float tensors `names`."""
+    from onnx import TensorProto, helper
+    model = type(model).FromString(model.SerializeToString())
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
+                              for t in dict.fromkeys(names))
+    return model
+
+
+def _ort_session(ort, model, threads: int):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # Idle threads spinning after a run would take the CPU from whatever runs next (our own
+    # numpy ops, another process on a 2-core machine).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+class F32Tail:
+    """The F32 ops downstream of some plan tensors (the cut) on onnxruntime, one thread: run(feeds)
+    takes new values of the cut and the F32 values of `inputs` (upstream tensors they also
+    read), by plan name, and returns the values of `outputs`."""
+
+    def __init__(self, sess, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
+        self.sess, self.inputs, self.outputs = sess, inputs, outputs
+        self._whole = True             # whole batches, until a static batch-1 shape refuses one
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        feeds = {t: np.ascontiguousarray(feeds[t]) for t in self.inputs}
+        if self._whole:
+            try:
+                return self.sess.run(list(self.outputs), feeds)
+            except Exception:   # noqa: BLE001  onnxruntime's errors have no common base class
+                self._whole = False
+        n = len(next(iter(feeds.values())))
+        parts = [self.sess.run(list(self.outputs), {t: v[i:i + 1] for t, v in feeds.items()})
+                 for i in range(n)]
+        return [np.concatenate(vs) for vs in zip(*parts)]
+
+
+def _onnxruntime():
+    """The onnxruntime module when F32 runs may use it, else None."""
+    if engine_wanted() != "onnxruntime":
+        return None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return ort
+
+
+def tails_possible(graph: Graph) -> bool:
+    """Whether f32_tail may work for `graph` (onnxruntime there and wanted); makes the F32
+    export now, so that threads asking for tails later share one."""
+    if _onnxruntime() is None:
+        return False
+    f32_export(graph)
+    return True
+
+
+def f32_tail(graph: Graph, cut: Iterable[str], outputs: Iterable[str]) -> F32Tail | None:
+    """The F32Tail computing the F32 plan tensors `outputs` from the plan tensors `cut`, or None
+    when onnxruntime is absent or turned off, or cannot take the ops.
+
+    Why: a sensitivity trial with one layer in INT8 and the rest in F32 recomputes everything
+    after the layer in F32, and onnxruntime does that 2-3x faster than the interpreter on one
+    thread, its session included (README, "Speed")."""
+    ort = _onnxruntime()
+    outputs = tuple(outputs)
+    if ort is None or not outputs:
+        return None
+    from onnx import AttributeProto, TensorProto, helper
+    plan, model = f32_export(graph)
+    nodes = list(model.graph.node)
+    if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in nodes for a in n.attribute):
+        return None                      # subgraphs read outer tensors the walk below cannot see
+    cut = frozenset(cut)
+    known = set(plan.inputs) | {t for st in plan.steps.values() for t in st.outputs}
+    down = set(cut)
+    for n in nodes:                      # ONNX nodes are in topological order
+        if any(i in down for i in n.input):
+            down.update(n.output)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    picked, inputs, stack, seen = set(), set(), list(outputs), set()
+    while stack:
+        t = stack.pop()
+        if t in seen or not t or t in inits:
+            continue
+        seen.add(t)
+        if t in cut or (t in known and t not in down):
+            inputs.add(t)
+        elif t in producer:
+            picked.add(producer[t])
+            stack.extend(nodes[producer[t]].input)
+        else:
+            return None
+    chosen = [nodes[i] for i in sorted(picked)]
+    used = {i for n in chosen for i in n.input}
+    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    names = tuple(sorted(inputs))
+    sub = helper.make_graph(
+        chosen, f"{graph.name}_f32_tail",
+        [helper.make_tensor_value_info(t, types.get(t, TensorProto.FLOAT), None) for t in names],
+        [helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in outputs],
+        [inits[t] for t in used if t in inits])
+    tail = helper.make_model(sub, opset_imports=model.opset_import)
+    tail.ir_version = model.ir_version
+    try:
+        return F32Tail(_ort_session(ort, tail, 1), names, outputs)
+    except Exception:   # noqa: BLE001  any failure to load means: the interpreter computes it
+        return None

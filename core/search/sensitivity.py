@@ -28,6 +28,7 @@ from ..calibration.tables import QTable
 from ..metrics import reference_cos
 from ..ops.parallel import THREADS, blas_single_threaded, inline
 from ..progress import Progress, ProgressFn
+from ..quant import engine
 from .cost import op_costs
 from .evaluator import Evaluator, per_sample_cos
 
@@ -119,24 +120,71 @@ class _Baseline:
         self.values = dict(zip(names, ev.values(names)))
 
 
-def run_trial(base: _Baseline, trial: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+def run_trial(base: _Baseline, trial: Any, outputs: Sequence[str],
+              tail: Callable[[frozenset[str], tuple[str, ...]], Any] | None = None
+              ) -> dict[str, np.ndarray]:
     """Float32 values of the graph tensors `outputs` under plan `trial`, computing only the
-    steps whose key or input values differ from the baseline plan's."""
+    steps whose key or input values differ from the baseline plan's.
+
+    With `tail(cut, outputs)` (engine.f32_tail of the graph), the F32 steps the baseline also has
+    but on changed inputs, when nothing else reads them, run there at the end: the trial's new
+    values of the baseline tensors `cut` in, the baseline tensors `outputs` out.""" 
     same: dict[str, str] = {t: t for t in trial.inputs}   # trial tensor -> equal baseline tensor
     local: dict[str, np.ndarray] = {}
+    later: list[tuple[Any, Any]] = []                     # (trial step, baseline step) for `tail`
+    deferred: dict[str, str] = {}                         # their outputs -> the baseline's names
     for name, step in trial.steps.items():
         b = base.plan.steps.get(name)
         if b is not None and b.key == step.key and _inputs_same(step, b, same, local, base):
             same.update(zip(step.outputs, b.outputs))
             continue
-        ins = [local[t] if t in local else base.values[same[t]] for t in step.inputs]
-        local.update(zip(step.outputs, step.run(ins)))
+        if tail is not None and b is not None and _same_f32_op(step, b) and \
+                _reads_like(step, b, same, local, deferred):
+            later.append((step, b))
+            deferred.update(zip(step.outputs, b.outputs))
+            continue
+        if any(t in deferred for t in step.inputs):       # not a tail after all: compute it here
+            _run_steps([s for s, _ in later], local, same, base)
+            later, deferred, tail = [], {}, None
+        _run_steps([step], local, same, base)
+    wanted = {out: trial.tensor(out) for out in outputs}
+    if later:
+        cut = {u: local[t] for s, b in later for t, u in zip(s.inputs, b.inputs) if t in local}
+        asked = tuple(dict.fromkeys(deferred[t] for t in wanted.values() if t in deferred))
+        runner = tail(frozenset(cut), asked) if asked else None
+        if runner is None:
+            _run_steps([s for s, _ in later], local, same, base)
+        else:
+            feeds = {t: cut[t] if t in cut else base.values[t] for t in runner.inputs}
+            back = {u: t for t, u in deferred.items()}
+            local.update((back[u], v) for u, v in zip(asked, runner.run(feeds)))
     found = {}
-    for out in outputs:
-        t = trial.tensor(out)
+    for out, t in wanted.items():
         value = local[t] if t in local else base.values[same[t]]
         found[out] = trial.dequantize(t, value)
     return found
+
+
+def _same_f32_op(step: Any, b: Any) -> bool:
+    """Whether two steps of one op compute the same F32 function (their inputs may be named
+    differently: a cast the trial inserted feeds one)."""
+    return not step.is_cast and step.mode == b.mode == "F32" and step.op_type == b.op_type and \
+        step.in_types == b.in_types and step.out_types == b.out_types
+
+
+def _reads_like(step: Any, b: Any, same: dict[str, str], local: dict[str, np.ndarray],
+                deferred: dict[str, str]) -> bool:
+    """Whether each input of `step` is either new (computed by the trial) or the baseline step's
+    own input: then the baseline's F32 ops can compute it from the new values alone."""
+    return len(step.inputs) == len(b.inputs) and all(
+        t in local or t in deferred or same.get(t) == u for t, u in zip(step.inputs, b.inputs))
+
+
+def _run_steps(steps: Sequence[Any], local: dict[str, np.ndarray], same: dict[str, str],
+               base: _Baseline) -> None:
+    for step in steps:
+        ins = [local[t] if t in local else base.values[same[t]] for t in step.inputs]
+        local.update(zip(step.outputs, step.run(ins)))
 
 
 def _inputs_same(step: Any, b: Any, same: dict[str, str], local: dict[str, np.ndarray],
@@ -191,15 +239,24 @@ def layer_sensitivity(ev: Evaluator, make_plan: Callable[[str, QTable], Any],
             if base.plan.mode != other:
                 base = _Baseline(ev, make_plan(other, QTable()))
             plans = threading.Lock()
+            tail = _f32_tail(graph) if col == INT8_ONLY else None
 
-            def measure(op: str, col=col, mode=mode, other=other, base=base) -> None:
+            def measure(op: str, col=col, mode=mode, other=other, base=base, tail=tail) -> None:
                 with plans:                       # the lowerer's step cache is not thread-safe
                     trial = make_plan(other, QTable({op: mode}))
-                setattr(rows[op], col, loss(run_trial(base, trial, list(rates))))
+                setattr(rows[op], col, loss(run_trial(base, trial, list(rates), tail)))
             table.computed += _spread(measure, _costly_first(graph, todo), bar, stop, workers)
     table.interrupted = stop.is_set()
     table.seconds = time.perf_counter() - start
     return table
+
+
+def _f32_tail(graph) -> Callable[[frozenset[str], tuple[str, ...]], Any] | None:
+    """engine.f32_tail for `graph` (its F32 export made now, before the threads share it), or
+    None when onnxruntime does not run it."""
+    if not engine.tails_possible(graph):
+        return None
+    return lambda cut, outputs: engine.f32_tail(graph, cut, outputs)
 
 
 def _spread(measure: Callable[[str], None], ops: list[str], bar: Progress,

@@ -78,3 +78,25 @@ def test_wrong_feeds_name_the_input(tmp_path):
     graph = silu_block(tmp_path)
     with pytest.raises(ModelError, match="input 'x' has shape"):
         fast_run(graph, {"x": np.zeros((1, 3, 8, 8), np.float32)})
+
+
+def test_an_f32_tail_computes_what_follows_new_values_of_a_cut(tmp_path):
+    graph = silu_block(tmp_path)
+    plan, _ = engine.f32_export(graph)
+    silu = next(n.outputs[0] for n in graph.nodes if n.op_type == "SiLU")
+    tail = engine.f32_tail(graph, [silu], [graph.outputs[0]])
+    assert tail is not None and tail.inputs == (silu,)
+    new = np.random.default_rng(4).normal(size=(3, 8, 16, 16)).astype(np.float32)
+    values = {silu: new}
+    steps = list(plan.steps.values())
+    for step in steps[[s.outputs[0] for s in steps].index(silu) + 1:]:
+        values.update(zip(step.outputs, step.run([values[t] for t in step.inputs])))
+    np.testing.assert_allclose(tail.run({silu: new})[0], values[graph.outputs[0]],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_no_f32_tail_with_the_numpy_engine(tmp_path, monkeypatch):
+    graph = silu_block(tmp_path)
+    monkeypatch.setenv("TPUSHELL_ENGINE", "numpy")
+    assert engine.f32_tail(graph, [graph.nodes[0].outputs[0]], graph.outputs) is None
+    assert not engine.tails_possible(graph)

@@ -65,6 +65,20 @@ def test_sensitivity_equals_full_evaluations(kit):
     assert table.complete and table.computed == 2 * len(graph.op_names)
 
 
+def test_int8_only_trials_run_their_f32_tail_on_onnxruntime(kit, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from tpushell.core.quant import engine
+    made, build = [], engine.f32_tail
+    monkeypatch.setattr(engine, "f32_tail", lambda *a: made.append(build(*a)) or made[-1])
+    fast = table_of(kit, workers=1)
+    assert sum(t is not None for t in made) == len(kit[0].op_names) - 1   # all but the last op
+    monkeypatch.setenv("TPUSHELL_ENGINE", "numpy")
+    slow = table_of(kit, workers=1)
+    for op, r in slow.rows.items():
+        assert fast.rows[op].int8_only == pytest.approx(r.int8_only, abs=1e-7), op
+        assert fast.rows[op].float_only == r.float_only, op
+
+
 def _q(modes):
     from tpushell.core.calibration.tables import QTable
     return QTable(modes)
