@@ -13,8 +13,11 @@
    ranked list runs out, the shortest prefix of the ranked list that reaches the target is found
    by bisection (log2 of the list's length evaluations). The all-float plan is evaluated first:
    when even it is short of the target, the search says so, with its cosine.
-5. Pruning: float layers the target does not need go back to INT8, the costliest tried first,
-   in halving groups (a group dropped at once when the target holds without it).
+   The same bisection over the candidates in model order (from either end) is tried too, and
+   the cheapest set kept: INT8 noise spread over a region needs that region in float.
+5. Pruning: the float set's ends in model order are trimmed by bisection, then float layers the
+   target does not need go back to INT8, the costliest tried first, in halving groups (a group
+   dropped at once when the target holds without it).
 A time budget (and Ctrl-C) stops it at the next evaluation with the best plan found so far. Every
 evaluation is a Trial saying what it did and why ("reverted: outputs 0.9981 <= current 0.9983").
 """
@@ -30,6 +33,7 @@ from .space import (SearchResult, SearchSpace, Trial, bisect_prefix, loss_table,
 
 WINDOW = 3        # ranked layers measured per growth step
 PATIENCE = 6      # measurements in a row that gain nothing before the bisection fallback
+TRIM_FROM = 8     # float sets at least this large first lose their ends by bisection
 
 
 class _Stop(Exception):
@@ -119,15 +123,54 @@ class _Run:
 
     # ---- 4. bisection fallback ---------------------------------------------------------------
     def bisect(self, ranked: list[str], cap: int) -> bool:
-        found = bisect_prefix(self.space, self.floats, ranked[:cap], self.target, self.record,
-                              lambda: time.perf_counter() >= self.deadline)
+        """The shortest prefix of the ranked list that reaches the target; then also of the
+        candidates in model order, from the input end and from the output end, and the
+        cheapest of the three. Why: when the INT8 noise is spread over a region (SVTR's
+        backbone: no layer alone helps, the ranking's order is noise), a stretch of the model
+        in float is what reaches the target."""
+        over = lambda: time.perf_counter() >= self.deadline    # noqa: E731
+        found = bisect_prefix(self.space, self.floats, ranked[:cap], self.target, self.record, over)
         full = next((t.cos for t in reversed(self.result.trials)
                      if t.layer == "bisect: all ranked"), None)
         self.result.all_float_cos = full
         if found is None:
             return False
+        order = sorted(ranked, key=self.space.graph.position)
+        for name, seq in (("in model order", order), ("from the outputs", order[::-1])):
+            if len(found[0]) - len(self.floats) <= 1 or over():
+                break
+            other = bisect_prefix(self.space, self.floats, seq[:cap], self.target, self.record,
+                                  over, name=name, full=full if cap >= len(seq) else None)
+            if other is not None and self.cost(other[0]) < self.cost(found[0]):
+                found = other
         self.move(*found)
         return True
+
+    def trim(self) -> None:
+        """Drop float layers from either end of the model order while the target holds, the
+        number found by bisection: a float stretch found in model order usually reaches
+        further than the target needs, and dropping its ends one by one would take a pass each."""
+        if len(self.floats) < TRIM_FROM:
+            return
+        for end, backwards in (("first", False), ("last", True)):
+            order = sorted(self.floats, key=self.space.graph.position, reverse=backwards)
+            lo, hi = 0, len(order)      # lo: dropping that many keeps the target; hi: assumed not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                rest = [op for op in self.floats if op not in set(order[:mid])]
+                cos = self.measure(rest)
+                what = f"trim: the {end} {mid} in model order"
+                if self.reached(cos):
+                    self.record(trial(self.space, what, (), rest, cos,
+                                      f"dropped: outputs {cos:.6f} > target {self.target:.6f} "
+                                      f"without them", True))
+                    self.move(rest, cos)
+                    order, lo, hi = order[mid:], 0, hi - mid
+                else:
+                    self.record(trial(self.space, what, (), rest, cos,
+                                      f"needed: outputs {cos:.6f} <= target {self.target:.6f} "
+                                      f"without them", False))
+                    hi = mid
 
     # ---- 5. pruning ---------------------------------------------------------------------------
     def prune(self, bar: Progress) -> None:
@@ -237,6 +280,7 @@ def _search(run: _Run, ranked: list[str], start: list[str], cap: int) -> None:
                 run.best = (run.floats, run.cos)
             return
     how = "growth" if not run.stopped else f"bisection (growth stopped: {run.stopped})"
+    run.trim()
     with Progress(space.progress, "pruning float layers", len(run.floats)) as bar:
         run.prune(bar)
         bar.advance(bar.total - bar.done)

@@ -197,10 +197,20 @@ def _inputs_same(step: Any, b: Any, same: dict[str, str], local: dict[str, np.nd
         if same.get(t) == u:
             continue
         v, w = local.get(t), base.values[u]
-        if v is None or v.shape != w.shape or v.dtype != w.dtype or not np.array_equal(v, w):
+        if v is None or not _equal(v, w):
             return False
         same[t] = u
     return True
+
+
+def _equal(v: np.ndarray, w: np.ndarray) -> bool:
+    """np.array_equal, deciding most unequal pairs from every 61st element (a recomputed value
+    after a changed layer differs nearly everywhere; a full compare is a pass over both)."""
+    if v.shape != w.shape or v.dtype != w.dtype:
+        return False
+    if v.size > 4096 and not np.array_equal(v.reshape(-1)[::61], w.reshape(-1)[::61]):
+        return False
+    return bool(np.array_equal(v, w))
 
 
 def layer_sensitivity(ev: Evaluator, make_plan: Callable[[str, QTable], Any],

@@ -254,15 +254,18 @@ def trial(space: SearchSpace, layer: str, added: Sequence[str], floats: Sequence
 
 def bisect_prefix(space: SearchSpace, floats: Sequence[str], ranked: Sequence[str],
                   expected_cos: float, record: Callable[[Trial], None],
-                  over: Callable[[], bool] = lambda: False) -> tuple[list[str], float] | None:
+                  over: Callable[[], bool] = lambda: False, *, name: str = "ranked",
+                  full: float | None = None) -> tuple[list[str], float] | None:
     """The shortest prefix of `ranked` that, added to `floats`, beats `expected_cos`, found by
-    bisection (log2(len(ranked)) evaluations: the full list is evaluated first and must reach
-    it). None when even the full list does not, or `over()` says the time is up first."""
+    bisection (log2(len(ranked)) evaluations: the full list is evaluated first, unless its
+    cosine is given as `full`, and must reach it). None when even the full list does not, or
+    `over()` says the time is up first. `name` says in the trials what the list is."""
     rest = [op for op in ranked if op not in floats]
     base = list(floats)
-    full = space.evaluate(base + rest)
-    record(trial(space, "bisect: all ranked", rest, base + rest, full,
-                 f"bisect: every ranked layer gives {full:.6f}", full > expected_cos))
+    if full is None:
+        full = space.evaluate(base + rest)
+        record(trial(space, f"bisect: all {name}", rest, base + rest, full,
+                     f"bisect: every {name} layer gives {full:.6f}", full > expected_cos))
     if full <= expected_cos:
         return None
     lo, hi, best = 0, len(rest), full          # lo: known short of the target, hi: reaches it
@@ -270,8 +273,8 @@ def bisect_prefix(space: SearchSpace, floats: Sequence[str], ranked: Sequence[st
         mid = (lo + hi) // 2
         cos = space.evaluate(base + rest[:mid])
         reached = cos > expected_cos
-        record(trial(space, f"bisect: first {mid}", rest[:mid], base + rest[:mid], cos,
-                     f"bisect: {mid} ranked layer(s) give {cos:.6f} "
+        record(trial(space, f"bisect: first {mid} {name}", rest[:mid], base + rest[:mid], cos,
+                     f"bisect: the first {mid} {name} layer(s) give {cos:.6f} "
                      f"{'>' if reached else '<='} target {expected_cos:.6f}", reached))
         if reached:
             hi, best = mid, cos

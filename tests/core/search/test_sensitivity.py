@@ -121,8 +121,11 @@ def test_the_sensitivity_search_falls_back_to_bisection(kit):
     decisions = [t.decision for t in result.trials]
     assert any(d.startswith("reverted: outputs") for d in decisions)
     bisect = [t for t in result.trials if t.layer.startswith("bisect")]
-    # the full list first, then log2(10) halvings at most
-    assert bisect[0].layer == "bisect: all ranked" and 2 <= len(bisect) <= 1 + 4
+    ranked = [t for t in bisect if t.layer.endswith("ranked")]
+    # the full list first, then log2(10) halvings at most, over the ranking and then over the
+    # model order from either end (the full list is the same set: not evaluated again)
+    assert bisect[0].layer == "bisect: all ranked" and 2 <= len(ranked) <= 1 + 4
+    assert len(bisect) <= 1 + 3 * 4 and sum(t.layer.startswith("bisect: all") for t in bisect) == 1
     assert "bisection" in result.reason and set(result.qtable) == NEEDED
     assert result.all_float_cos > TARGET
     assert all(t.floats is not None and t.kept is not None for t in result.trials)
@@ -221,3 +224,16 @@ def test_pattern_command_sets_the_tail_to_float_and_undo_reverts(session_data, t
     assert r.data.pattern == ["g1_Conv", "g2_Conv"] and set(r.data.qtable) == NEEDED
     plot = run(s, f"sensitivity --top 3 -o {tmp_path / 'sens.png'}")
     assert (tmp_path / "sens.png").stat().st_size > 0 and "saved" in str(plot)
+
+
+def test_a_large_float_set_loses_its_ends_by_bisection_before_pruning(kit):
+    from tpushell.core.search.ranked import ranked_search
+    graph = kit[0]
+    result = ranked_search(space_of(kit), expected_cos=TARGET, start=graph.op_names)
+    trims = [t for t in result.trials if t.layer.startswith("trim:")]
+    assert trims and any(t.kept for t in trims)
+    # every trim that kept the target dropped layers the target does not need
+    assert all(t.decision.startswith("dropped") == t.kept for t in trims)
+    assert result.reached and set(result.qtable) == NEEDED
+    # fewer evaluations than dropping the 6 unneeded layers one by one after halving groups
+    assert len(trims) <= 2 * 4
