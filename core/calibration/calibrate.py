@@ -162,7 +162,8 @@ class _Collector:
             raise CalibrationError(f"tensor '{name}' has NaN or infinite values")
         if self.one_pass and "kl" in self.methods:
             for row in x.reshape(n, -1):
-                self._grow_histogram(s, row, scratch)
+                span = (lo, hi) if n == 1 else (float(row.min()), float(row.max()))
+                self._grow_histogram(s, row, span, scratch)
         s.min, s.max = min(s.min, lo), max(s.max, hi)
         s.samples += n
         if "percentile9999" in self.methods:
@@ -174,10 +175,12 @@ class _Collector:
         if any(m in self.methods for m in PER_SAMPLE_METHODS):
             self._per_sample(s, x.reshape(n, -1))
 
-    def _grow_histogram(self, s: TensorStats, x: np.ndarray, scratch: th.Scratch) -> None:
+    def _grow_histogram(self, s: TensorStats, x: np.ndarray, span: tuple[float, float],
+                        scratch: th.Scratch) -> None:
         """1.30.2's one-pass histogram (C.2): the first sample fixes the bin width; a sample that
-        widens the range adds whole bins of the old width. Order-dependent, kept for comparisons."""
-        s.min, s.max = min(s.min, float(x.min())), max(s.max, float(x.max()))
+        widens the range adds whole bins of the old width. Order-dependent, kept for comparisons.
+        `span` is x's (min, max)."""
+        s.min, s.max = min(s.min, span[0]), max(s.max, span[1])
         top = s.absmax
         if s.hist is None or s.range == 0:
             s.range, s.width = top, float(th.bin_width(top, self.bins))
