@@ -45,11 +45,12 @@ def lay_out(root: str, shared: str) -> str:
 
 
 def phases(stderr: str) -> dict[str, float]:
-    """Elapsed seconds of each progress task, from the bar's last line per task."""
+    """Elapsed seconds of each progress task (whole seconds), from the tqdm bar's last update per
+    task: 'calibration tuning: 100%|...| 34/34 [00:19<00:00, 1.72step/s]'."""
     found = {}
-    for task, elapsed in re.findall(r"^(calibration \w+): \[.*\] \d+/\d+\s+([\d.]+)s elapsed",
-                                    stderr, re.M):
-        found[task] = float(elapsed)
+    for task, minutes, seconds in re.findall(r"(calibration \w+): +\d+%\|[^|]*\| *\d+/\d+ "
+                                             r"\[(\d+):(\d+)", stderr.replace("\r", "\n")):
+        found[task] = 60 * int(minutes) + int(seconds)
     return found
 
 
@@ -92,7 +93,7 @@ def main() -> None:
         best = result if best is None or result[0] < best[0] else best
     wall, cpu, rss, stderr = best
     for task, seconds in phases(stderr).items():
-        print(f"  {task:<26} {seconds:6.1f} s")
+        print(f"  {task:<26} {seconds:4d} s")
     print(f"{'':<26} {'ours':>10} {'TPU-MLIR 1.30.2':>16} {'ratio':>8}")
     print(f"{'wall time':<26} {wall:9.1f}s {REFERENCE_SECONDS:15.1f}s {wall / REFERENCE_SECONDS:7.2f}x")
     print(f"{'peak RSS':<26} {rss / 1e6:8.0f}MB {REFERENCE_BYTES / 1e6:14.0f}MB "

@@ -8,7 +8,8 @@
 ({input name: array}); it is called once per pass and must give the same samples each time.
 By default the histogram and the tuner are TPU-MLIR 1.30.2's (DEFAULT_HISTOGRAM, DEFAULT_TUNE_STEPS),
 so a table made here equals the reference's on the same images: a one-pass histogram whose bin
-width the first sample fixes (order-dependent, one thread) and 21 tuning steps. v1.3's two-pass
+width the first sample fixes (order-dependent: batches run side by side, but each
+tensor is reduced in batch order) and 21 tuning steps. v1.3's two-pass
 histogram is an option (`histogram="two_pass"`): pass 1 finds every tensor's min and max over
 all samples, pass 2 histograms |x| over [0, absmax] with those final ranges, so the result does
 not depend on sample order. Memory does not grow with the number of samples: each batch's tensors are reduced to
@@ -111,6 +112,8 @@ class _Collector:
 
     Worker threads each reduce into their own partial statistics (`_part`), merged after a pass,
     so no lock is taken per tensor and the merged result does not depend on which thread did what.
+    The one-pass histogram depends on the order of the samples, so there every thread reduces
+    into the same statistics, one tensor at a time in batch order (`_InOrder`).
     """
 
     def __init__(self, graph: Graph, methods: Sequence[str], bins: int, num_samples: int,
@@ -127,12 +130,21 @@ class _Collector:
         self._lock = threading.Lock()
 
     def _part(self) -> tuple[dict[str, Any], th.Scratch]:
-        """This thread's partial results (stats or histograms by tensor name) and work buffers."""
-        part = self._parts.get(threading.get_ident())
+        """This thread's partial results (stats or histograms by tensor name) and work buffers;
+        one-pass: the results all threads share, with this thread's buffers."""
+        key = threading.get_ident()
+        part = self._parts.get(key)
         if part is None:
             with self._lock:
-                part = self._parts.setdefault(threading.get_ident(), ({}, th.Scratch()))
+                shared = next(iter(self._parts.values()))[0] if self.one_pass and self._parts else {}
+                part = self._parts.setdefault(key, (shared, th.Scratch()))
         return part
+
+    def _results(self) -> list[dict[str, Any]]:
+        """Every thread's partial results (the shared ones once), then forgotten."""
+        parts = list({id(tensors): tensors for tensors, _ in self._parts.values()}.values())
+        self._parts = {}
+        return parts
 
     def _samples(self, x: np.ndarray) -> int:
         return max(1, x.shape[0] // self.per_sample_batch) if x.ndim else 1
@@ -150,7 +162,8 @@ class _Collector:
             raise CalibrationError(f"tensor '{name}' has NaN or infinite values")
         if self.one_pass and "kl" in self.methods:
             for row in x.reshape(n, -1):
-                self._grow_histogram(s, row, scratch)
+                span = (lo, hi) if n == 1 else (float(row.min()), float(row.max()))
+                self._grow_histogram(s, row, span, scratch)
         s.min, s.max = min(s.min, lo), max(s.max, hi)
         s.samples += n
         if "percentile9999" in self.methods:
@@ -162,10 +175,12 @@ class _Collector:
         if any(m in self.methods for m in PER_SAMPLE_METHODS):
             self._per_sample(s, x.reshape(n, -1))
 
-    def _grow_histogram(self, s: TensorStats, x: np.ndarray, scratch: th.Scratch) -> None:
+    def _grow_histogram(self, s: TensorStats, x: np.ndarray, span: tuple[float, float],
+                        scratch: th.Scratch) -> None:
         """1.30.2's one-pass histogram (C.2): the first sample fixes the bin width; a sample that
-        widens the range adds whole bins of the old width. Order-dependent, kept for comparisons."""
-        s.min, s.max = min(s.min, float(x.min())), max(s.max, float(x.max()))
+        widens the range adds whole bins of the old width. Order-dependent, kept for comparisons.
+        `span` is x's (min, max)."""
+        s.min, s.max = min(s.min, span[0]), max(s.max, span[1])
         top = s.absmax
         if s.hist is None or s.range == 0:
             s.range, s.width = top, float(th.bin_width(top, self.bins))
@@ -205,8 +220,7 @@ class _Collector:
     def finish_first_pass(self) -> None:
         """Merge the threads' statistics in table order and fix the histogram ranges; tensors at
         most 1e-5 in magnitude get the reference's ±1e-5."""
-        parts = [tensors for tensors, _ in self._parts.values()]
-        self._parts = {}
+        parts = self._results()
         for name in self.order:
             found = [p[name] for p in parts if name in p]
             if found:
@@ -231,8 +245,7 @@ class _Collector:
             hists[name] = hist
 
     def finish_second_pass(self) -> None:
-        parts = [hists for hists, _ in self._parts.values()]
-        self._parts = {}
+        parts = self._results()
         for name, s in self.tensors.items():
             s.hist = sum((p[name] for p in parts if name in p), np.zeros(self.bins, np.int64))
 
@@ -248,6 +261,40 @@ def _merged(parts: list[TensorStats]) -> TensorStats:
             s.top = _keep_largest(s.top, o.top, s.tail)
             s.bottom = _keep_largest(s.bottom, o.bottom, s.tail)
     return s
+
+
+class _Cancelled(Exception):
+    """A batch stopped because an earlier batch failed (that batch's error is the one reported)."""
+
+
+class _InOrder:
+    """Lets several threads each run a batch while every tensor is reduced in batch order: batch
+    i reduces tensor t once batch i-1 has (batches start in order, so the one waited for is
+    running and never waits for a later one). A failed batch cancels the later ones' waits."""
+
+    def __init__(self) -> None:
+        self.turn: dict[str, int] = {}        # tensor -> the batch whose turn it is
+        self.failed = math.inf                # the first batch that failed
+        self.changed = threading.Condition()
+
+    def reduce(self, reduce: Callable[[str, np.ndarray], None], index: int) -> Callable[[str, np.ndarray], None]:
+        """`reduce` for batch `index`, called on each tensor in its turn."""
+        def in_turn(name: str, x: np.ndarray) -> None:
+            with self.changed:
+                while self.turn.get(name, 0) != index:
+                    if self.failed < index:
+                        raise _Cancelled()
+                    self.changed.wait()
+            reduce(name, x)
+            with self.changed:
+                self.turn[name] = index + 1
+                self.changed.notify_all()
+        return in_turn
+
+    def fail(self, index: int) -> None:
+        with self.changed:
+            self.failed = min(self.failed, index)
+            self.changed.notify_all()
 
 
 def _observer(reduce: Callable[[str, np.ndarray], None]):
@@ -367,24 +414,31 @@ def _map_batches(work: Callable[[int, Feeds], int], batches: Iterable[Feeds], pr
 
 def _pass(graph: Graph, batches: BatchSource, reduce: Callable[[str, np.ndarray], None],
           progress: Progress, workers: int, describe: Callable[[int], str],
-          replay: _Replay | None = None, record: bool = False) -> int:
+          replay: _Replay | None = None, record: bool = False, in_order: bool = False) -> int:
     """One forward over every batch, feeding graph inputs and op outputs to `reduce`; with
-    `record` the batches' expensive outputs are kept in `replay`, else replayed from it."""
-    observers = [_observer(reduce)]
-    if replay is not None and record:
-        observers.insert(0, replay.observe)
+    `record` the batches' expensive outputs are kept in `replay`, else replayed from it; with
+    `in_order` each tensor is reduced in batch order (as on one thread)."""
+    order = _InOrder() if in_order and workers > 1 else None
 
     def work(index: int, feeds: Feeds) -> int:
         n = len(next(iter(feeds.values())))
+        reduce_batch = reduce if order is None else order.reduce(reduce, index)
+        observers = [_observer(reduce_batch)]
+        if replay is not None and record:
+            observers.insert(0, replay.observe)
         try:
             for name, x in feeds.items():
-                reduce(name, np.asarray(x))
+                reduce_batch(name, np.asarray(x))
             if replay is not None and record:
                 replay.start_batch(index, feeds)
             overrides = replay.overrides(index) if replay is not None and not record else None
             run(graph, feeds, observers=observers, overrides=overrides)
-        except CalibrationError as e:
-            raise CalibrationError(f"{e} in {describe(index)}") from None
+        except BaseException as e:
+            if order is not None:
+                order.fail(index)
+            if isinstance(e, CalibrationError):
+                raise CalibrationError(f"{e} in {describe(index)}") from None
+            raise
         if replay is not None and record:
             replay.end_batch(index, n)
         return n
@@ -403,8 +457,8 @@ def collect_statistics(graph: Graph, batches: BatchSource, num_samples: int, *,
     """Min, max and what each of `methods` needs, for every float tensor, over all batches.
 
     `histogram="one_pass"` (the default) builds 1.30.2's order-dependent histogram (it needs no
-    second forward, and runs on one thread so that the order is kept); "two_pass" v1.3's. Up to `replay_bytes` of op outputs are kept between the
-    passes (default REPLAY_BYTES, see _Replay). `describe(index)` names a batch in errors.
+    second forward; each tensor is reduced in batch order, as on one thread); "two_pass" v1.3's.
+    Up to `replay_bytes` of op outputs are kept between the passes (default REPLAY_BYTES, see _Replay). `describe(index)` names a batch in errors.
     """
     if histogram not in HISTOGRAMS:
         raise OptionError(f"histogram '{histogram}' is not valid; choose one of {', '.join(HISTOGRAMS)}")
@@ -421,10 +475,11 @@ def collect_statistics(graph: Graph, batches: BatchSource, num_samples: int, *,
     two_pass = "kl" in methods and not collector.one_pass
     replay_bytes = REPLAY_BYTES if replay_bytes is None else replay_bytes
     replay = _Replay(replay_bytes, num_samples) if two_pass and replay_bytes > 0 else None
-    workers = 1 if collector.one_pass else THREADS
+    workers = THREADS
     with blas_single_threaded() if workers > 1 else contextlib.nullcontext():
         with Progress(progress, "calibration statistics", num_samples) as p:
-            seen = _pass(graph, batches, collector.first_pass, p, workers, describe, replay, record=True)
+            seen = _pass(graph, batches, collector.first_pass, p, workers, describe, replay,
+                         record=True, in_order=collector.one_pass)
         if seen == 0:
             raise CalibrationError("no calibration samples were loaded")
         collector.finish_first_pass()

@@ -70,16 +70,41 @@ def abs_histogram(x: np.ndarray, width: float, bins: int, scratch: Scratch | Non
 HISTOGRAM_BLOCK = 1 << 18
 
 
+# Values whose bins are worked out in one go by _histogram_block (fits in L1 beside x's block).
+INDEX_BLOCK = 4096
+# Counters per bin: consecutive values mostly fall in the same few bins (near zero), and one
+# counter's load-add-store chain would make each value wait for the previous one's store.
+LANES = 8
+
+
 def _histogram_block(x, width, out):
     """out[floor(|v|/width + 0.5)] += 1 for every nonzero v of x (last bin for larger values),
-    in float32 like the numpy version: |v|, / width, + 0.5, truncation."""
+    in float32 like the numpy version: |v|, / width, + 0.5, truncation.
+
+    First the bins of a block of values (a loop the compiler vectorizes; clamping before the
+    truncation gives the same bin as after, the last bin being a whole number), then the counts,
+    value j of a block in lane j % LANES of its bin's counters: integer counts, so any split adds
+    up to the same histogram.
+    """
     last = out.size - 1
+    lastf = np.float32(last)
     half = np.float32(0.5)
-    for i in range(x.size):
-        v = x[i]
-        if v != 0:
-            k = int(abs(v) / width + half)
-            out[min(k, last)] += 1
+    lanes = np.uint64(LANES)
+    counts = np.zeros((last + 2) * LANES, np.int64)      # bin last + 1: the exact zeros
+    index = np.empty(INDEX_BLOCK, np.uint32)
+    for b0 in range(0, x.size, INDEX_BLOCK):
+        m = min(INDEX_BLOCK, x.size - b0)
+        for i in range(m):
+            v = x[b0 + i]
+            k = min(abs(v) / width + half, lastf)
+            index[i] = np.uint32(k) if v != 0 else np.uint32(last + 1)
+        for i in range(m):
+            counts[np.uint64(index[i]) * lanes + np.uint64(i % LANES)] += 1
+    for k in range(last + 1):
+        total = out[k]
+        for lane in range(LANES):
+            total += counts[k * LANES + lane]
+        out[k] = total
 
 
 def _abs_histogram_numpy(x: np.ndarray, width: float, bins: int, scratch: Scratch | None = None) -> np.ndarray:
@@ -152,13 +177,46 @@ def fake_quant_int8(x: np.ndarray, threshold: float, out: np.ndarray | None = No
     """The tuner's fake quantization: clip(round_half_even(x*127/th), -128, 127) / (127/th).
 
     Always signed int8, even for non-negative tensors (reference J.4, J.7). `out` may be given.
+    With numba one pass instead of four numpy ones over the tuner's largest arrays; the same
+    float32 operations per value, so the same bits (NaN stays NaN, as np.clip keeps it).
     """
     scale = np.float32(127.0 / threshold)
+    kernel = compiled(_fake_quant_block)
+    if kernel is not None and x.dtype == np.float32 and (out is None or out.flags.c_contiguous):
+        q = np.empty(x.shape, np.float32) if out is None else out
+        kernel(np.ascontiguousarray(x).reshape(-1), scale, q.reshape(-1), False)
+        return q
     q = np.multiply(x, scale, out=out, dtype=np.float32)
     np.clip(q, -128, 127, out=q)          # clip before rounding: same result, bounds are integers
     np.rint(q, out=q)
     q /= scale
     return q
+
+
+def fake_quant_errors(x: np.ndarray, threshold: float, out: np.ndarray) -> np.ndarray:
+    """out = fake_quant_int8(x, threshold) - x (float32, the same bits as the two steps), for
+    an op whose output is its quantized input's values: the distance needs only this."""
+    kernel = compiled(_fake_quant_block)
+    if kernel is not None and x.dtype == np.float32 and out.flags.c_contiguous:
+        kernel(np.ascontiguousarray(x).reshape(-1), np.float32(127.0 / threshold), out.reshape(-1), True)
+        return out
+    fake_quant_int8(x, threshold, out=out)
+    out -= x
+    return out
+
+
+def _fake_quant_block(x, scale, out, errors):
+    """out = fake_quant_int8(x), minus x when `errors`, for flat float32 x and out."""
+    low, high = np.float32(-128), np.float32(127)
+    for i in range(x.size):
+        v = x[i]
+        q = v * scale
+        if q < low:           # comparisons, not min/max: a NaN passes through as in np.clip
+            q = low
+        elif q > high:
+            q = high
+        q = np.rint(q) / scale
+        out[i] = q - v if errors else q
 
 
 def l1_norms(ref: np.ndarray, samples: int) -> np.ndarray:
@@ -173,6 +231,11 @@ def l2_distances(ref: np.ndarray, outs: np.ndarray) -> np.ndarray:
     samples = outs.shape[1]
     diff = outs.reshape(len(outs), samples, -1)
     diff -= ref.reshape(1, samples, -1)
+    return l2_norms(diff)
+
+
+def l2_norms(diff: np.ndarray) -> np.ndarray:
+    """||d||_2 of each row d of a (candidates, samples, values) array of differences."""
     return np.sqrt([[np.dot(d, d) for d in rows] for rows in diff])   # float32 dot, as the reference
 
 

@@ -202,8 +202,8 @@ class _Tuner:
             part = rows[s0:s0 + count]
             q = out[:len(part)]
             for k, c in enumerate(candidates):
-                th.fake_quant_int8(part, c, out=q)
-                l2[k, s0:s0 + len(part)] = th.l2_distances(part, q[None])[0]
+                th.fake_quant_errors(part, c, out=q)          # the differences l2_distances takes
+                l2[k, s0:s0 + len(part)] = th.l2_norms(q[None])[0]
         return th.mean_relative_distances(l2, th.l1_norms(ref, self.samples))
 
 

@@ -106,6 +106,35 @@ def test_statistics_do_not_depend_on_sample_order_or_batching(cnn):
         assert np.array_equal(sa.hist, sb.hist)
 
 
+@pytest.mark.filterwarnings("ignore::tpushell.core.errors.TpuWarning")
+@pytest.mark.parametrize("workers", [2, 3])
+def test_one_pass_statistics_on_several_threads_equal_those_of_one(cnn, monkeypatch, workers):
+    # The one-pass histogram depends on the sample order (ranges growing from sample to sample
+    # add bins of the first sample's width), and so do the per-sample sums: each tensor must be
+    # reduced in batch order whichever thread runs the batch.
+    xs = [x * (1 + (7 * i) % 5) for i, x in enumerate(samples(12, seed=5))]
+    monkeypatch.setattr(cal, "THREADS", 1)
+    one = cal.collect_statistics(cnn, source(xs), 12, methods=cal.METHODS)
+    monkeypatch.setattr(cal, "THREADS", workers)
+    for trial in range(3):
+        many = cal.collect_statistics(cnn, source(xs), 12, methods=cal.METHODS)
+        for name, a in one.tensors.items():
+            b = many.tensors[name]
+            assert (a.min, a.max, a.width, a.range, a.samples) == (b.min, b.max, b.width, b.range, b.samples)
+            assert np.array_equal(a.hist, b.hist) and a.per_sample == b.per_sample
+            assert np.array_equal(np.sort(a.top), np.sort(b.top))
+
+
+@pytest.mark.parametrize("bad", [0, 3, 7])
+def test_a_failing_batch_on_several_threads_is_the_error_reported(cnn, monkeypatch, bad):
+    # later batches wait for its tensors: they must stop, not hang, and not hide its error
+    monkeypatch.setattr(cal, "THREADS", 3)
+    xs = samples(9)
+    xs[bad][0, 1, 2, 3] = np.inf
+    with pytest.raises(CalibrationError, match=f"tensor 'x' has NaN or infinite values in batch {bad + 1}$"):
+        cal.collect_statistics(cnn, source(xs), 9)
+
+
 @pytest.mark.parametrize("workers, slack", [(1, 1.3), (2, 2.5)])
 def test_memory_does_not_grow_with_the_number_of_samples(cnn, monkeypatch, workers, slack):
     # with two workers the peak depends on how many batches happen to overlap: a looser bound,

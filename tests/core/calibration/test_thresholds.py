@@ -137,6 +137,35 @@ def test_fake_quant_is_signed_int8_with_half_even_rounding():
     assert th.fake_quant_int8(np.array([3.0], np.float32), 127 / 2).tolist() == [3.0]   # 6/2
 
 
+def _numpy_fake_quant(x, threshold):
+    scale = np.float32(127.0 / threshold)
+    with np.errstate(over="ignore"):
+        q = np.rint(np.clip(np.multiply(x, scale, dtype=np.float32), -128, 127))
+    return q / scale
+
+
+def test_the_compiled_fake_quant_gives_the_bits_of_the_numpy_steps():
+    """Halves that round to even, values past the int8 range, -0.0, tiny values, NaN and inf, a
+    non-contiguous view: the one-pass kernel (numba) and the four numpy passes agree bit for bit,
+    and so do the quantization errors against q - x."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(5)
+    for trial in range(10):
+        threshold = float(10.0 ** rng.uniform(-4, 3))
+        scale = np.float32(127.0 / threshold)
+        x = (rng.standard_normal(5001) * threshold * rng.choice([0.3, 1.0, 3.0])).astype(np.float32)
+        x[:300] = ((np.arange(300) - 150.5) / scale).astype(np.float32)      # near the halves
+        x[300:310] = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-38, -1e-45, 3e38, -3e38, 0.5]
+        view = x[::3] if trial % 2 else x
+        expected = _numpy_fake_quant(view, threshold)
+        got = th.fake_quant_int8(view, threshold)
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+        out = np.empty(view.shape, np.float32)
+        with np.errstate(invalid="ignore"):
+            errors = (expected - view).view(np.uint32)
+        assert np.array_equal(th.fake_quant_errors(view, threshold, out).view(np.uint32), errors)
+
+
 def test_relative_l2_distance_is_averaged_per_sample_for_each_candidate():
     ref = np.array([[1.0, 1.0], [2.0, 0.0]], np.float32)
     outs = np.array([[[1.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [2.0, 0.0]], [[4.0, 5.0], [2.0, 0.0]]],
