@@ -147,12 +147,11 @@ def mul_shift(x: np.ndarray, *, multiplier: int, shift: int, out_signed: bool, z
     return to_codes(v + zp_out, out_signed)
 
 
-def lut_kernel(fn: Callable[[np.ndarray], np.ndarray], signed: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """An elementwise function of int8/uint8 codes as a 256-entry table lookup (exact: the
-    table is `fn` applied to every possible code)."""
+def lut_table(fn: Callable[[np.ndarray], np.ndarray], signed: bool) -> np.ndarray:
+    """An elementwise function of int8/uint8 codes as its 256-entry table, indexed by the code
+    read as uint8 (exact: `fn` applied to every possible code; core/quant/kernels_int8.table_lookup)."""
     codes = np.arange(256, dtype=np.uint8)
-    lut = fn(codes.view(np.int8) if signed else codes)
-    return lambda x: np.take(lut, x.view(np.uint8))
+    return fn(codes.view(np.int8) if signed else codes)
 
 
 # ---- casts between float and integer codes (tpu.Cast, D.3) ---------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 
 from ... import quantmath as qm
 from ...ops import lookup
+from ..kernels_int8 import lut_kernel, table_lookup
 from . import Int8Op, NoInt8Rule, RuleContext, kernel, rule
 
 # Element-wise functions lowered to a 256-entry table of output codes, as the reference lowers
@@ -212,13 +213,13 @@ def mul_int8(a: np.ndarray, b: np.ndarray, *, multiplier: int, shift: int, relu:
 def leaky_relu_kernel(*, in_types, out_types, params, **_):
     fn = partial(leaky_relu_int8, multiplier=int(params["multiplier"]),
                  shift=int(params["shift"]), out_signed=out_types[0].signed)
-    return qm.lut_kernel(fn, in_types[0].signed)
+    return lut_kernel(fn, in_types[0].signed)
 
 
 @kernel("relu")
 def relu_kernel(*, in_types, out_types, **_):
     t = out_types[0]
-    return qm.lut_kernel(partial(relu_int8, zp=t.zp, out_signed=t.signed), in_types[0].signed)
+    return lut_kernel(partial(relu_int8, zp=t.zp, out_signed=t.signed), in_types[0].signed)
 
 
 @kernel("add")
@@ -239,14 +240,14 @@ def add_const_kernel(*, in_types, out_types, params, **_):
     fn = partial(add_const_int8, multiplier=int(params["multiplier"]), shift=int(params["shift"]),
                  offset=int(params["offset"]), relu=bool(params.get("relu")),
                  out_signed=out_types[0].signed)
-    return qm.lut_kernel(fn, in_types[0].signed)
+    return lut_kernel(fn, in_types[0].signed)
 
 
 @kernel("mul_shift")
 def mul_shift_kernel(*, in_types, out_types, params, **_):
     fn = partial(qm.mul_shift, multiplier=int(params["multiplier"]), shift=int(params["shift"]),
                  out_signed=out_types[0].signed)
-    return qm.lut_kernel(fn, in_types[0].signed)
+    return lut_kernel(fn, in_types[0].signed)
 
 
 @kernel("mul")
@@ -264,5 +265,4 @@ def mul_kernel(*, out_types, params, **_):
 
 @kernel("table")
 def table_kernel(*, params, **_):
-    codes = np.asarray(params["table"])
-    return lambda x: np.take(codes, x.view(np.uint8))
+    return partial(table_lookup, np.asarray(params["table"]))

@@ -1,0 +1,185 @@
+"""The INT8 simulator's inner loops, each fused into one pass (numba), with its numpy form.
+
+    y = table_lookup(table, codes)                                   # a 256-entry table of codes
+    out = requant_channels(acc, bias, mult, shift, zp=..., lo=..., hi=..., out_dtype=np.int8)
+    acc = depthwise_sum(codes, wq, pad_code, kernel, strides, dilations, begin, end)
+
+Why: after the GEMM, the numpy requantization of a conv walks the tensor six times through int64
+temporaries (to int64, + bias, * M, rounding shift, clip, to int8), and np.take converts every
+uint8 index to an 8-byte intp; on YOLOv8n that glue took as long as the convolutions. One
+compiled pass per tensor reads the accumulator and writes the int8 code. Every loop does the
+numpy form's integer operations on the same values (integers are exact in any order), so both
+give the same bits (tests/core/quant/test_kernels_int8.py); TPUSHELL_NUMBA=0 runs the numpy forms.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from .. import quantmath as qm
+from ..ops.jit import compiled
+from ..ops.parallel import parallel
+
+# Below this many elements a tensor is one job: handing halves to two threads costs more.
+PARALLEL_ELEMENTS = 1 << 17
+# Bounds that never clip (a relu or relu_max that is absent).
+NO_LOW, NO_HIGH = -(1 << 62), 1 << 62
+
+
+# ---- table lookup --------------------------------------------------------------------------------
+def _lookup_loop(table, codes, out):
+    for i in range(codes.size):
+        out[i] = table[codes[i]]
+
+
+def table_lookup(table: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """table[x] for int8/uint8 codes x (read as uint8 indices) and a 256-entry table."""
+    loop = compiled(_lookup_loop)
+    if loop is None or x.size < 2:
+        return np.take(table, x.view(np.uint8))
+    codes = np.ascontiguousarray(x).view(np.uint8)
+    out = np.empty(codes.shape, table.dtype)
+    flat_in, flat_out = codes.reshape(-1), out.reshape(-1)
+    _spread(partial(loop, table), flat_in, flat_out)
+    return out
+
+
+def lut_kernel(fn, signed: bool):
+    """An elementwise function of int8/uint8 codes as a 256-entry table lookup (exact: the
+    table is `fn` applied to every possible code)."""
+    table = qm.lut_table(fn, signed)
+    return partial(table_lookup, table)
+
+
+def _spread(loop, flat_in: np.ndarray, flat_out: np.ndarray) -> None:
+    """loop(in_part, out_part) over a few contiguous parts of two flat arrays, on every thread."""
+    n = flat_in.size
+    parts = 1 if n < PARALLEL_ELEMENTS else 4
+    step = -(-n // parts)
+    parallel(partial(loop, flat_in[i:i + step], flat_out[i:i + step]) for i in range(0, n, step))
+
+
+# ---- per-channel requantization (Conv, D.5) ------------------------------------------------------
+def _requant_loop(acc, bias, mult, shift, zp, lo, hi, qmin, qmax, row0, out):
+    """out[r] = sat(clamp(RightShiftRound((acc[r] + bias) * M, shift) + zp, lo, hi)) for rows
+    r of (sample, channel); row0 is the first row's index in the whole tensor."""
+    channels = bias.size
+    for r in range(acc.shape[0]):
+        c = (row0 + r) % channels
+        b, m, s = bias[c], mult[c], shift[c]
+        half = (np.int64(1) << (s - 1)) if s > 0 else np.int64(0)
+        for i in range(acc.shape[1]):
+            v = (np.int64(acc[r, i]) + b) * m
+            if s > 0:
+                v = (v + half) >> s
+            else:
+                v = v << -s
+            v += zp
+            v = min(max(v, lo), hi)
+            out[r, i] = min(max(v, qmin), qmax)
+
+
+def requant_channels(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, *,
+                     zp: int, lo: int, hi: int, out_dtype: type) -> np.ndarray:
+    """Codes sat(clamp(RightShiftRound((acc + bias_c) * M_c, shift_c) + zp, lo, hi)) of an exact
+    integer accumulator (N, C, ...) held in float or int (D.5 MultiplierShift; lo/hi are the
+    fused Relu's bounds, NO_LOW/NO_HIGH when absent)."""
+    loop = compiled(_requant_loop)
+    if loop is None:
+        return _requant_channels_numpy(acc, bias, mult, shift, zp, lo, hi, out_dtype)
+    n, c = acc.shape[:2]
+    rows = np.ascontiguousarray(acc).reshape(n * c, -1)
+    out = np.empty(acc.shape, out_dtype)
+    flat = out.reshape(n * c, -1)
+    qmin, qmax = qm.qrange(out_dtype == np.int8)
+    args = (np.asarray(bias, np.int64), np.asarray(mult, np.int64), np.asarray(shift, np.int64),
+            zp, lo, hi, qmin, qmax)
+    parts = 1 if acc.size < PARALLEL_ELEMENTS or n * c < 4 else 4
+    step = -(-(n * c) // parts)
+    parallel(partial(loop, rows[r:r + step], *args, r, flat[r:r + step])
+             for r in range(0, n * c, step))
+    return out
+
+
+# Elements requantized at a time by numpy (int64 temporaries of a few times 8 bytes each).
+REQUANT_ELEMENTS = 4 << 20
+
+
+def _requant_channels_numpy(acc, bias, mult, shift, zp, lo, hi, out_dtype):
+    nd = acc.ndim
+    bias, mult, shift = (channel_shape(v, nd) for v in (bias, mult, shift))
+    out = np.empty(acc.shape, out_dtype)
+    step = max(1, REQUANT_ELEMENTS // max(1, acc[0].size))
+    for s in range(0, acc.shape[0], step):
+        part = acc[s:s + step].astype(np.int64)
+        part += bias
+        y = qm.requantize(part, mult, shift, zp)
+        if lo != NO_LOW:
+            np.maximum(y, lo, out=y)
+        if hi != NO_HIGH:
+            np.minimum(y, hi, out=y)
+        out[s:s + step] = qm.to_codes(y, out_dtype == np.int8)
+    return out
+
+
+def channel_shape(values: np.ndarray, ndim: int) -> np.ndarray:
+    """Per-channel values shaped to broadcast along axis 1 of an `ndim` tensor."""
+    return np.asarray(values).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+# ---- depthwise convolution on codes --------------------------------------------------------------
+def _depthwise_loop(xp, w, kh, kw, sh, sw, dh, dw, out):
+    """out[n, c] = sum over taps of w[c, i, j] * xp[n, c, oh*sh + i*dh, ow*sw + j*dw] (exact
+    integer sums: every product is an int8 x int8 code)."""
+    oh, ow = out.shape[2], out.shape[3]
+    for n in range(xp.shape[0]):
+        for c in range(xp.shape[1]):
+            plane = out[n, c]
+            plane[:] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    wt = np.int64(w[c, i, j])
+                    if wt == 0:
+                        continue
+                    for y in range(oh):
+                        src = xp[n, c, y * sh + i * dh]
+                        row = plane[y]
+                        x0 = j * dw
+                        for x in range(ow):
+                            row[x] += wt * src[x0 + x * sw]
+
+
+def depthwise_sum(x: np.ndarray, wq: np.ndarray, pad_code: int, kernel, strides, dilations,
+                  begin, end) -> np.ndarray | None:
+    """The exact int64 sums of a 2-D depthwise convolution of codes x (N, C, H, W) with filter
+    codes wq (C, 1, kh, kw), padded with `pad_code`; None without numba (the caller keeps
+    its BLAS way)."""
+    loop = compiled(_depthwise_loop)
+    if loop is None or x.ndim != 4:
+        return None
+    xp = pad_codes(x, begin, end, pad_code)
+    kh, kw = kernel
+    oh = (xp.shape[2] - (kh - 1) * dilations[0] - 1) // strides[0] + 1
+    ow = (xp.shape[3] - (kw - 1) * dilations[1] - 1) // strides[1] + 1
+    out = np.empty((x.shape[0], x.shape[1], oh, ow), np.int64)
+    if out.size == 0:
+        return out
+    w = np.ascontiguousarray(wq.reshape(wq.shape[0], kh, kw))
+    c = x.shape[1]
+    parts = 1 if out.size < PARALLEL_ELEMENTS or c < 4 else 4
+    step = -(-c // parts)
+    parallel(partial(loop, xp[:, c0:c0 + step], w[c0:c0 + step], kh, kw, *strides, *dilations,
+                     out[:, c0:c0 + step]) for c0 in range(0, c, step))
+    return out
+
+
+def pad_codes(x: np.ndarray, begin, end, value: int, dtype=None) -> np.ndarray:
+    """x (N, C, *spatial) padded with `value` on the spatial axes, as `dtype` (default x's)."""
+    dtype = dtype or x.dtype
+    if not any(begin) and not any(end):
+        return x.astype(dtype, copy=False)
+    shape = x.shape[:2] + tuple(s + b + e for s, b, e in zip(x.shape[2:], begin, end))
+    xp = np.full(shape, value, dtype)
+    xp[(slice(None), slice(None)) + tuple(slice(b, b + s) for b, s in zip(begin, x.shape[2:]))] = x
+    return xp

@@ -1,0 +1,126 @@
+"""The compiled INT8 loops (core/quant/kernels_int8.py) give the same bits as their numpy forms:
+each loop against its numpy form on random codes with every rounding case, then whole plans
+(a small model with every rule family, and SVTR from the zoo) with numba on and off."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from modern_model import modern_proto, modern_samples
+from tiny_quant import max_table
+from tpushell.core.graph.onnx_import import import_onnx
+from tpushell.core.ops.conv import conv_nd
+from tpushell.core.quant import kernels_int8 as k8
+from tpushell.core.quant.lowering import Lowerer
+from tpushell.core.quant.simulate import simulate
+
+pytest.importorskip("numba")
+pytestmark = pytest.mark.skipif(os.environ.get("TPUSHELL_NUMBA") == "0",
+                                reason="TPUSHELL_NUMBA=0: no compiled loops to compare")
+
+
+@pytest.fixture
+def numpy_only(monkeypatch):
+    """Run the numpy forms (as TPUSHELL_NUMBA=0 does) inside the test."""
+    monkeypatch.setattr(k8, "compiled", lambda fn: None)
+
+
+def both(monkeypatch, fn, *args, **kwargs):
+    """fn(...) with the compiled loops, then with the numpy forms."""
+    fast = fn(*args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(k8, "compiled", lambda f: None)
+        slow = fn(*args, **kwargs)
+    return fast, slow
+
+
+def same(a, b) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+# ---- loops against numpy -------------------------------------------------------------------------
+@pytest.mark.parametrize("acc_dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("out_dtype", [np.int8, np.uint8])
+def test_requant_channels_matches_numpy_on_every_rounding_case(acc_dtype, out_dtype, monkeypatch):
+    """Ties (+-x.5 after the shift), negative and zero shifts (left shifts), zero points, a Relu
+    and a Relu limit, and a tensor large enough to be split over threads."""
+    rng = np.random.default_rng(3)
+    n, c, length = 3, 7, k8.PARALLEL_ELEMENTS // 8
+    acc = rng.integers(-(1 << 20), 1 << 20, (n, c, length)).astype(acc_dtype)
+    acc[:, :, :8] = [-3, -2, -1, 0, 1, 2, 3, 5]              # the half-up ties of a shift of 1
+    bias = rng.integers(-5000, 5000, c)
+    mult = rng.integers(1, 1 << 20, c)
+    shift = np.array([1, 0, -2, 12, 30, 20, 17])
+    for zp, lo, hi in [(0, k8.NO_LOW, k8.NO_HIGH), (3, 3, k8.NO_HIGH), (-7, -7, 40), (0, 0, 6)]:
+        fast, slow = both(monkeypatch, k8.requant_channels, acc, bias, mult, shift, zp=zp, lo=lo,
+                          hi=hi, out_dtype=out_dtype)
+        assert same(fast, slow)
+        assert len(np.unique(fast)) >= 7                    # not all saturated
+
+
+def test_table_lookup_matches_take_for_code_and_float_tables(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, (2, 5, k8.PARALLEL_ELEMENTS // 4)).astype(np.int8)
+    for table in (rng.integers(0, 256, 256).astype(np.uint8), rng.random(256).astype(np.float32)):
+        for codes in (x, x.view(np.uint8), x[:, ::2], x[:1, :1, :1]):
+            fast, slow = both(monkeypatch, k8.table_lookup, table, codes)
+            assert same(fast, slow)
+            assert same(fast, np.take(table, codes.view(np.uint8)))
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, pads", [
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)), ((3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),
+    ((5, 5), (1, 2), (1, 1), (2, 1, 2, 2)), ((3, 3), (1, 1), (2, 2), (2, 2, 2, 2)),
+    ((1, 3), (1, 1), (1, 1), (0, 1, 0, 1))])
+@pytest.mark.parametrize("signed", [True, False])
+def test_depthwise_sum_is_the_exact_convolution(kernel, stride, dilation, pads, signed):
+    """The compiled depthwise sums equal BLAS on the codes in float64 (exact), with the padding
+    value a zero point."""
+    rng = np.random.default_rng(5)
+    lo, hi = (-128, 128) if signed else (0, 256)
+    x = rng.integers(lo, hi, (2, 6, 9, 11)).astype(np.int8 if signed else np.uint8)
+    w = rng.integers(-128, 128, (6, 1) + kernel).astype(np.int8)
+    pad_code = -5 if signed else 130
+    begin, end = list(pads[:2]), list(pads[2:])
+    acc = k8.depthwise_sum(x, w, pad_code, kernel, stride, dilation, begin, end)
+    expect = conv_nd(x.astype(np.float64), w.astype(np.float64), None, list(kernel), list(stride),
+                     list(dilation), begin, end, 6, pad_value=float(pad_code))
+    assert acc.dtype == np.int64
+    assert np.array_equal(acc, expect.astype(np.int64))
+
+
+def test_depthwise_sum_without_numba_leaves_it_to_blas(numpy_only):
+    x = np.zeros((1, 2, 4, 4), np.int8)
+    assert k8.depthwise_sum(x, np.ones((2, 1, 3, 3), np.int8), 0, (3, 3), (1, 1), (1, 1),
+                            [1, 1], [1, 1]) is None
+
+
+# ---- whole plans ---------------------------------------------------------------------------------
+def every_code(plan, feeds, monkeypatch):
+    return both(monkeypatch, simulate, plan, feeds, keep_all=True, codes=True)
+
+
+def test_a_model_of_every_rule_family_gives_the_same_codes_with_and_without_numba(monkeypatch):
+    graph = import_onnx(modern_proto(), name="modern")
+    plan = Lowerer(graph, max_table(graph, modern_samples(8))).plan("INT8")
+    fast, slow = every_code(plan, {graph.inputs[0].name: modern_samples(3, seed=5)}, monkeypatch)
+    assert fast.keys() == slow.keys()
+    assert [t for t in fast if not same(fast[t], slow[t])] == []
+
+
+@pytest.mark.zoo
+def test_svtr_gives_the_same_codes_with_and_without_numba(shared, monkeypatch):
+    """SVTR (ppocrv4_rec) with the reference's table: depthwise and dense convs, HardSwish
+    tables, AddConst/MulConst, MatMul, Softmax, F16 LayerNorm, on the golden input."""
+    from tpushell.core.calibration.tables import read_calibration_table
+    name = "ppocrv4_rec"
+    graph = import_onnx(shared / "zoo" / name / f"{name}.onnx", input_shapes=[[1, 3, 48, 320]],
+                        name=name)
+    gold = shared / "golden" / name
+    with np.load(gold / f"{name}_in.npz") as f:
+        x = f[f.files[0]]
+    plan = Lowerer(graph, read_calibration_table(gold / f"{name}_cali_table")).plan("INT8")
+    fast, slow = every_code(plan, {graph.inputs[0].name: x}, monkeypatch)
+    assert len(fast) > 200
+    assert [t for t in fast if not same(fast[t], slow[t])] == []
