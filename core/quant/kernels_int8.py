@@ -183,3 +183,92 @@ def pad_codes(x: np.ndarray, begin, end, value: int, dtype=None) -> np.ndarray:
     xp = np.full(shape, value, dtype)
     xp[(slice(None), slice(None)) + tuple(slice(b, b + s) for b, s in zip(begin, x.shape[2:]))] = x
     return xp
+
+
+# ---- MatMul requantization (K 6.8): one multiplier, rounding half away from zero ------------------
+def _requant_away_loop(acc, bias, mult, shift, lo, qmin, qmax, out):
+    """out[r, i] = sat(max(RightShiftRound_away((acc[r, i] + bias[i]) * m, shift), lo))."""
+    half = (np.int64(1) << (shift - 1)) if shift > 0 else np.int64(0)
+    for r in range(acc.shape[0]):
+        for i in range(acc.shape[1]):
+            v = (np.int64(acc[r, i]) + bias[i]) * mult
+            if shift > 0:
+                mag = (abs(v) + half) >> shift
+                v = -mag if v < 0 else mag
+            else:
+                v = v << -shift
+            out[r, i] = min(max(max(v, lo), qmin), qmax)
+
+
+def requant_away(acc: np.ndarray, bias: np.ndarray | None, mult: int, shift: int, *, relu: bool,
+                 out_dtype: type) -> np.ndarray:
+    """Codes sat(RightShiftRound_away((acc + bias) * m, shift)), then max(., 0) with `relu`, of
+    an exact integer accumulator (..., K) and a bias along its last axis (or none)."""
+    loop = compiled(_requant_away_loop)
+    k = acc.shape[-1] if acc.ndim else 1
+    if loop is None or acc.size == 0 or (bias is not None and np.shape(bias) != (k,)):
+        return _requant_away_numpy(acc, bias, mult, shift, relu, out_dtype)
+    rows = np.ascontiguousarray(acc).reshape(-1, k)
+    out = np.empty(acc.shape, out_dtype)
+    qmin, qmax = qm.qrange(out_dtype == np.int8)
+    b = np.zeros(k, np.int64) if bias is None else np.asarray(bias, np.int64)
+    loop(rows, b, np.int64(mult), np.int64(shift), 0 if relu else NO_LOW, qmin, qmax,
+         out.reshape(-1, k))
+    return out
+
+
+def _requant_away_numpy(acc, bias, mult, shift, relu, out_dtype):
+    acc = acc.astype(np.int64)
+    if bias is not None:
+        acc += bias
+    y = qm.right_shift_round_away(acc * mult, shift)
+    return qm.to_codes(np.maximum(y, 0) if relu else y, out_dtype == np.int8)
+
+
+# ---- Add (K 6.3) and Mul (K 6.6) of two tensors of one shape ------------------------------------
+def _add_loop(a, b, ma, ra, mb, rb, lo, qmin, qmax, out):
+    """out = sat(max(RightShiftRound(a * ma, ra) + RightShiftRound(b * mb, rb), lo))."""
+    ha = (np.int64(1) << (ra - 1)) if ra > 0 else np.int64(0)
+    hb = (np.int64(1) << (rb - 1)) if rb > 0 else np.int64(0)
+    for i in range(a.size):
+        u = np.int64(a[i]) * ma
+        u = (u + ha) >> ra if ra > 0 else u << -ra
+        v = np.int64(b[i]) * mb
+        v = (v + hb) >> rb if rb > 0 else v << -rb
+        out[i] = min(max(max(u + v, lo), qmin), qmax)
+
+
+def _mul_loop(a, b, m, r, lo, qmin, qmax, out):
+    """out = sat(max(RightShiftRound(a * b * m, r), lo))."""
+    h = (np.int64(1) << (r - 1)) if r > 0 else np.int64(0)
+    for i in range(a.size):
+        v = np.int64(a[i]) * np.int64(b[i]) * m
+        v = (v + h) >> r if r > 0 else v << -r
+        out[i] = min(max(max(v, lo), qmin), qmax)
+
+
+def add_codes(a: np.ndarray, b: np.ndarray, multipliers, shifts, relu: bool,
+              out_dtype: type) -> np.ndarray | None:
+    """INT8 Add of two code tensors of one shape in one pass, or None (numba off, or shapes
+    that broadcast: the caller's numpy way)."""
+    numbers = (multipliers[0], shifts[0], multipliers[1], shifts[1])
+    return _binary(_add_loop, a, b, numbers, relu, out_dtype)
+
+
+def mul_codes(a: np.ndarray, b: np.ndarray, multiplier: int, shift: int, relu: bool,
+              out_dtype: type) -> np.ndarray | None:
+    """INT8 Mul of two code tensors of one shape in one pass, or None (as `add_codes`)."""
+    return _binary(_mul_loop, a, b, (multiplier, shift), relu, out_dtype)
+
+
+def _binary(fn, a: np.ndarray, b: np.ndarray, numbers: tuple, relu: bool,
+            out_dtype: type) -> np.ndarray | None:
+    loop = compiled(fn)
+    if loop is None or a.shape != b.shape or a.size < 2:
+        return None
+    out = np.empty(a.shape, out_dtype)
+    qmin, qmax = qm.qrange(out_dtype == np.int8)
+    tail = tuple(np.int64(v) for v in numbers) + (0 if relu else NO_LOW, qmin, qmax)
+    loop(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), *tail,
+         out.reshape(-1))
+    return out

@@ -14,7 +14,7 @@ import numpy as np
 
 from ... import quantmath as qm
 from ...ops import lookup
-from ..kernels_int8 import lut_kernel, table_lookup
+from ..kernels_int8 import add_codes, lut_kernel, mul_codes, table_lookup
 from . import Int8Op, NoInt8Rule, RuleContext, kernel, rule
 
 # Element-wise functions lowered to a 256-entry table of output codes, as the reference lowers
@@ -186,6 +186,10 @@ def relu_int8(x: np.ndarray, *, zp: int, out_signed: bool) -> np.ndarray:
 def add_int8(xs: Sequence[np.ndarray], *, multipliers: Sequence[int], shifts: Sequence[int],
              relu: bool, out_signed: bool) -> np.ndarray:
     """INT8 Add (K 6.3): sat(sum_i RightShiftRound(x_i * m_i, r_i)), each term shifted alone."""
+    if len(xs) == 2:
+        out = add_codes(xs[0], xs[1], multipliers, shifts, relu, qm.code_dtype(out_signed))
+        if out is not None:
+            return out
     total = None
     for x, m, r in zip(xs, multipliers, shifts):
         term = qm.right_shift_round(x.astype(np.int64) * m, r)
@@ -205,6 +209,9 @@ def add_const_int8(x: np.ndarray, *, multiplier: int, shift: int, offset: int, r
 def mul_int8(a: np.ndarray, b: np.ndarray, *, multiplier: int, shift: int, relu: bool,
              out_signed: bool) -> np.ndarray:
     """INT8 Mul (K 6.6): sat(RightShiftRound(a * b * m, r)) with broadcasting."""
+    out = mul_codes(a, b, multiplier, shift, relu, qm.code_dtype(out_signed))
+    if out is not None:
+        return out
     y = qm.right_shift_round(a.astype(np.int64) * b.astype(np.int64) * multiplier, shift)
     return qm.to_codes(np.maximum(y, 0) if relu else y, out_signed)
 

@@ -69,6 +69,39 @@ def test_table_lookup_matches_take_for_code_and_float_tables(monkeypatch):
             assert same(fast, np.take(table, codes.view(np.uint8)))
 
 
+@pytest.mark.parametrize("shift", [7, 1, 0, -3])
+@pytest.mark.parametrize("bias", [None, "row"])
+def test_requant_away_matches_numpy(shift, bias, monkeypatch):
+    """MatMul's requant (ties away from zero) with and without a bias, relu on and off."""
+    rng = np.random.default_rng(6)
+    acc = rng.integers(-(1 << 16), 1 << 16, (4, 9, 33)).astype(np.float32)
+    acc[0, 0, :6] = [-3, -1, 1, 3, -2, 2]
+    b = rng.integers(-300, 300, 33) if bias else None
+    for relu in (False, True):
+        for out_dtype in (np.int8, np.uint8):
+            fast, slow = both(monkeypatch, k8.requant_away, acc, b, 3, shift, relu=relu,
+                              out_dtype=out_dtype)
+            assert same(fast, slow)
+
+
+def test_add_and_mul_codes_match_the_numpy_rules(monkeypatch):
+    """The one-pass Add and Mul of two code tensors against the rules' numpy ways (shapes that
+    broadcast keep numpy: None)."""
+    from tpushell.core.quant.rules import elementwise as ew
+    rng = np.random.default_rng(8)
+    a = rng.integers(-128, 128, (3, 4, 50)).astype(np.int8)
+    b = rng.integers(0, 256, (3, 4, 50)).astype(np.uint8)
+    for relu in (False, True):
+        for signed in (True, False):
+            fast, slow = both(monkeypatch, ew.add_int8, [a, b], multipliers=[90, 3], shifts=[7, 0],
+                              relu=relu, out_signed=signed)
+            assert same(fast, slow)
+            fast, slow = both(monkeypatch, ew.mul_int8, a, b, multiplier=-77, shift=13, relu=relu,
+                              out_signed=signed)
+            assert same(fast, slow)
+    assert k8.mul_codes(a, b[:, :, :1], 3, 2, False, np.int8) is None
+
+
 @pytest.mark.parametrize("kernel, stride, dilation, pads", [
     ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)), ((3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),
     ((5, 5), (1, 2), (1, 1), (2, 1, 2, 2)), ((3, 3), (1, 1), (2, 2), (2, 2, 2, 2)),
