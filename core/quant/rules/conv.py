@@ -4,7 +4,7 @@ shift, fused Relu; and its exact integer kernel.
 Convolutions run on BLAS: an int8 x int8 product summed in float32 is exact only while every
 partial sum stays below 2**24, so each call bounds the accumulator (largest per-channel sum of
 |Wq| times the largest |x| actually present) and uses float32 when that bound is safe and
-float64 (exact below 2**53) otherwise; depthwise convs sum codes in int64 in a compiled loop.
+float64 (exact below 2**53) otherwise; depthwise convs sum codes in int32 in a compiled loop.
 Requantization is done in int64 (core/quant/kernels_int8.py).
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def accumulator_dtype(w_abs_sum: int, x: np.ndarray) -> type:
 
 def conv_sum(x: np.ndarray, wq: np.ndarray, w_abs_sum: int, attrs: dict,
              pad_code: int = 0) -> np.ndarray:
-    """Exact integer convolution sum(Wq * x) (no bias), padding with `pad_code`: int64 from the
+    """Exact integer convolution sum(Wq * x) (no bias), padding with `pad_code`: int32 from the
     compiled loop of a depthwise conv, else BLAS in the float type that keeps it exact (see
     `accumulator_dtype`)."""
     kernel_shape, strides, dilations, begin, end = _spatial_attrs(
