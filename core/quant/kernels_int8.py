@@ -280,3 +280,48 @@ def _binary(fn, a: np.ndarray, b: np.ndarray, numbers: tuple, relu: bool,
     loop(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), *tail,
          out.reshape(-1))
     return out
+
+
+# ---- Softmax along axis 1 (K 6.11) ---------------------------------------------------------------
+def _softmax_loop(x, table, scale, signed, qmin, qmax, out):
+    """softmax_int8 on x (N, C, L) along C: the same float32 operations in the same order (the
+    sum of T[d] runs c = 0, 1, ... as numpy's cumsum does)."""
+    half = np.float32(0.5)
+    length = x.shape[2]
+    top = np.empty(length, np.int32)
+    total = np.empty(length, np.float32)
+    for n in range(x.shape[0]):
+        for i in range(length):
+            top[i] = x[n, 0, i]
+        for c in range(1, x.shape[1]):
+            for i in range(length):
+                top[i] = max(top[i], np.int32(x[n, c, i]))
+        total[:] = 0
+        for c in range(x.shape[1]):
+            for i in range(length):
+                total[i] += table[min(max(top[i] - np.int32(x[n, c, i]), 0), 255)]
+        for i in range(length):
+            total[i] = total[i] * scale
+        for c in range(x.shape[1]):
+            for i in range(length):
+                p = table[min(max(top[i] - np.int32(x[n, c, i]), 0), 255)] / total[i]
+                if signed:
+                    q = np.floor(abs(p) + half)
+                    q = -q if p < 0 else q
+                else:
+                    q = np.floor(p + half)
+                out[n, c, i] = min(max(q, np.float32(qmin)), np.float32(qmax))
+
+
+def softmax_codes(x: np.ndarray, table: np.ndarray, out_scale: float,
+                  out_signed: bool) -> np.ndarray | None:
+    """INT8 Softmax along axis 1 in one compiled pass per sample, or None without numba."""
+    loop = compiled(_softmax_loop)
+    if loop is None or x.ndim < 2 or x.size == 0:
+        return None
+    rows = np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+    out = np.empty(x.shape, qm.code_dtype(out_signed))
+    qmin, qmax = qm.qrange(out_signed)
+    loop(rows, np.asarray(table, np.float32), np.float32(out_scale), out_signed, qmin, qmax,
+         out.reshape(rows.shape))
+    return out

@@ -157,3 +157,18 @@ def test_svtr_gives_the_same_codes_with_and_without_numba(shared, monkeypatch):
     fast, slow = every_code(plan, {graph.inputs[0].name: x}, monkeypatch)
     assert len(fast) > 200
     assert [t for t in fast if not same(fast[t], slow[t])] == []
+
+
+@pytest.mark.parametrize("out_signed", [False, True])
+def test_softmax_codes_match_the_numpy_softmax(out_signed, monkeypatch):
+    """Codes along axis 1 of a 4-D and a 3-D tensor, a wide and a narrow input scale (distances
+    past 255 saturate), against the numpy passes."""
+    from tpushell.core.quant.rules import nn
+    rng = np.random.default_rng(9)
+    for shape, s_in in [((3, 16, 4, 30), 0.05), ((2, 7, 45), 0.9)]:
+        x = rng.integers(-128, 128, shape).astype(np.int8)
+        table = np.exp(-np.arange(256) * s_in).astype(np.float32)
+        fast, slow = both(monkeypatch, nn.softmax_int8, x, table=table, out_scale=1 / 255,
+                          out_signed=out_signed)
+        assert same(fast, slow)
+        assert len(np.unique(fast)) > 5
