@@ -263,22 +263,45 @@ def add_codes(a: np.ndarray, b: np.ndarray, multipliers, shifts, relu: bool,
     return _binary(_add_loop, a, b, numbers, relu, out_dtype)
 
 
+def _mul_rows_loop(a, b, m, r, lo, qmin, qmax, out):
+    """_mul_loop with one b value per row of a (a channel gate: (N, C, H, W) x (N, C, 1, 1))."""
+    h = (np.int64(1) << (r - 1)) if r > 0 else np.int64(0)
+    for row in range(a.shape[0]):
+        g = np.int64(b[row]) * m
+        for i in range(a.shape[1]):
+            v = np.int64(a[row, i]) * g
+            v = (v + h) >> r if r > 0 else v << -r
+            out[row, i] = min(max(max(v, lo), qmin), qmax)
+
+
 def mul_codes(a: np.ndarray, b: np.ndarray, multiplier: int, shift: int, relu: bool,
               out_dtype: type) -> np.ndarray | None:
-    """INT8 Mul of two code tensors of one shape in one pass, or None (as `add_codes`)."""
+    """INT8 Mul of two code tensors of one shape, or of a tensor and a per-(sample, channel)
+    gate, in one pass; None otherwise (as `add_codes`). Integer products commute exactly, so
+    the gate may be either operand."""
+    if a.ndim == b.ndim >= 3 and a.shape != b.shape:
+        big, gate = (a, b) if a.size > b.size else (b, a)
+        if gate.shape == big.shape[:2] + (1,) * (big.ndim - 2) and compiled(_mul_rows_loop):
+            rows = np.ascontiguousarray(big).reshape(big.shape[0] * big.shape[1], -1)
+            out = _binary(_mul_rows_loop, rows, np.ascontiguousarray(gate).reshape(-1),
+                          (multiplier, shift), relu, out_dtype, flat=False)
+            return None if out is None else out.reshape(big.shape)
     return _binary(_mul_loop, a, b, (multiplier, shift), relu, out_dtype)
 
 
 def _binary(fn, a: np.ndarray, b: np.ndarray, numbers: tuple, relu: bool,
-            out_dtype: type) -> np.ndarray | None:
+            out_dtype: type, flat: bool = True) -> np.ndarray | None:
+    """fn over a and b (flattened when `flat`, else as given), or None (numba off, or flat
+    operands of different shapes)."""
     loop = compiled(fn)
-    if loop is None or a.shape != b.shape or a.size < 2:
+    if loop is None or (flat and a.shape != b.shape) or a.size < 2:
         return None
     out = np.empty(a.shape, out_dtype)
     qmin, qmax = qm.qrange(out_dtype == np.int8)
     tail = tuple(np.int64(v) for v in numbers) + (0 if relu else NO_LOW, qmin, qmax)
-    loop(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), *tail,
-         out.reshape(-1))
+    if flat:
+        a, b = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
+    loop(a, b, *tail, out.reshape(-1) if flat else out)
     return out
 
 

@@ -99,7 +99,12 @@ def test_add_and_mul_codes_match_the_numpy_rules(monkeypatch):
             fast, slow = both(monkeypatch, ew.mul_int8, a, b, multiplier=-77, shift=13, relu=relu,
                               out_signed=signed)
             assert same(fast, slow)
-    assert k8.mul_codes(a, b[:, :, :1], 3, 2, False, np.int8) is None
+    gate = rng.integers(-128, 128, (3, 4, 1)).astype(np.int8)
+    for x, y in ((a, gate), (gate, b)):                  # a channel gate on either side
+        fast, slow = both(monkeypatch, ew.mul_int8, x, y, multiplier=91, shift=9, relu=False,
+                          out_signed=True)
+        assert same(fast, slow)
+    assert k8.mul_codes(a, b[:1, :, :], 3, 2, False, np.int8) is None
 
 
 @pytest.mark.parametrize("kernel, stride, dilation, pads", [
