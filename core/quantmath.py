@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from .ops.jit import compiled
+
 INT8_MIN, INT8_MAX = -128, 127
 UINT8_MAX = 255
 INT32_MAX = 2**31 - 1
@@ -147,12 +149,11 @@ def mul_shift(x: np.ndarray, *, multiplier: int, shift: int, out_signed: bool, z
     return to_codes(v + zp_out, out_signed)
 
 
-def lut_kernel(fn: Callable[[np.ndarray], np.ndarray], signed: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """An elementwise function of int8/uint8 codes as a 256-entry table lookup (exact: the
-    table is `fn` applied to every possible code)."""
+def lut_table(fn: Callable[[np.ndarray], np.ndarray], signed: bool) -> np.ndarray:
+    """An elementwise function of int8/uint8 codes as its 256-entry table, indexed by the code
+    read as uint8 (exact: `fn` applied to every possible code; core/quant/kernels_int8.table_lookup)."""
     codes = np.arange(256, dtype=np.uint8)
-    lut = fn(codes.view(np.int8) if signed else codes)
-    return lambda x: np.take(lut, x.view(np.uint8))
+    return fn(codes.view(np.int8) if signed else codes)
 
 
 # ---- casts between float and integer codes (tpu.Cast, D.3) ---------------------------------------
@@ -204,17 +205,70 @@ def dequantize_to_bf16(q: np.ndarray, scale: float, zero_point: int = 0) -> np.n
 
 
 def to_f16(x: np.ndarray) -> np.ndarray:
-    """Round float32 to IEEE half (round-to-nearest-even) and back: F16(x)."""
-    return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
+    """Round float32 to IEEE half (round-to-nearest-even) and back: F16(x).
+
+    numpy converts to float16 in software, about 30 ns a value (150 ms on SVTR's last Softmax
+    output); the compiled loop does the same rounding on the bits in one pass.
+    """
+    x = np.asarray(x, np.float32)
+    loop = compiled(_f16_loop)
+    if loop is None or x.size < 64:
+        return x.astype(np.float16).astype(np.float32)
+    return _bitwise(loop, x)
+
+
+def _bitwise(loop: Callable, x: np.ndarray) -> np.ndarray:
+    """loop(bits, values, out_bits, out_values) over x as flat float32 and uint32 views."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    loop(flat.view(np.uint32), flat, out.view(np.uint32), out)
+    return out.reshape(x.shape)
+
+
+def _f16_loop(bits, values, out_bits, out):
+    """numpy's float32 -> float16 -> float32 on each value's bits: normal halves round the
+    mantissa to 10 bits (ties to even, past 65504 to infinity), subnormal halves to a multiple
+    of 2**-24 (adding and taking away 0.5 in float32 rounds there, ties to even), a NaN keeps
+    its top 10 payload bits (at least one)."""
+    half = np.float32(0.5)
+    for i in range(bits.size):
+        b = bits[i]
+        sign = b & np.uint32(0x80000000)
+        mag = b & np.uint32(0x7FFFFFFF)
+        if mag >= np.uint32(0x7F800000):
+            payload = (mag & np.uint32(0x007FFFFF)) >> np.uint32(13)
+            if mag == np.uint32(0x7F800000):
+                out_bits[i] = b
+            else:
+                out_bits[i] = sign | np.uint32(0x7F800000) | (max(payload, np.uint32(1)) << np.uint32(13))
+        elif mag >= np.uint32(0x38800000):                 # 2**-14, the smallest normal half
+            r = (mag + np.uint32(0xFFF) + ((mag >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+            out_bits[i] = sign | (np.uint32(0x7F800000) if r >= np.uint32(0x47800000) else r)
+        else:
+            r = (abs(values[i]) + half) - half
+            out[i] = -r if sign else r
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:
     """Round float32 to bfloat16 (round-half-to-even on the top 16 bits) and back."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    loop = compiled(_bf16_loop)
+    if loop is not None and x.size >= 64:
+        return _bitwise(loop, x)
     bits = x.view(np.uint32).astype(np.uint64)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
     out = rounded.view(np.float32)
     return np.where(np.isnan(x), x, out)
+
+
+def _bf16_loop(bits, values, out_bits, out):
+    """to_bf16's numpy passes on each value (a NaN passes unchanged)."""
+    for i in range(bits.size):
+        b = bits[i]
+        if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+            out_bits[i] = b
+        else:
+            out_bits[i] = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
 
 
 # ---- weights (D.5) -------------------------------------------------------------------------------

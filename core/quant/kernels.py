@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import quantmath as qm
 from ..ops import as_tuple, lookup, with_slots
+from .kernels_int8 import lut_kernel
 from .qtype import ROUND, QType, cast
 from .rules import KERNELS
 
@@ -35,13 +36,13 @@ def build_kernel(kind: str, op_type: str, in_types: Sequence[QType], out_types: 
 def _cast(*, in_types, out_types, **_) -> Kernel:
     src, dst = in_types[0], out_types[0]
     fn = partial(cast, src=src, dst=dst)
-    return qm.lut_kernel(fn, src.signed) if src.is_int else fn
+    return lut_kernel(fn, src.signed) if src.is_int else fn
 
 
 def _requant(*, in_types, out_types, params, **_) -> Kernel:
     fn = partial(qm.mul_shift, multiplier=int(params["multiplier"]), shift=int(params["shift"]),
                  out_signed=out_types[0].signed, zp_in=in_types[0].zp, zp_out=out_types[0].zp)
-    return qm.lut_kernel(fn, in_types[0].signed)
+    return lut_kernel(fn, in_types[0].signed)
 
 
 def _float(*, op_type, attrs, slots, mode, opset, params, **_) -> Kernel:

@@ -97,6 +97,32 @@ def test_to_f16_and_bf16_round_to_nearest_even():
     assert np.isnan(qm.to_bf16(np.float32(np.nan)))
 
 
+def float_patterns() -> np.ndarray:
+    """Random float32 bit patterns and the edges of half precision: subnormal halves and their
+    ties, the smallest normal half, 65504 and what rounds past it, infinities, NaN payloads."""
+    rng = np.random.default_rng(12)
+    bits = rng.integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32)
+    edges = np.array([2.0**-24, 1.5 * 2**-24, 2.5 * 2**-24, 2.0**-25, 2.0**-14, 2.0**-14 - 2**-25,
+                      65504, 65519.996, 65520, 1e9, np.inf, 0.0, 1 + 2**-11, 3 * 2**-25],
+                     np.float32)
+    nans = np.array([0x7F800001, 0x7FC00000, 0x7F802000, 0xFFFFFFFF, 0x7F801FFF], np.uint32)
+    every = np.concatenate([bits, edges.view(np.uint32), (-edges).view(np.uint32), nans])
+    return every.view(np.float32)
+
+
+def test_the_compiled_f16_and_bf16_roundings_give_numpys_bits(monkeypatch):
+    """Bit for bit (NaN payloads too) against numpy's float16 conversion and the bf16 passes."""
+    pytest.importorskip("numba")
+    x = float_patterns()
+    with np.errstate(over="ignore"):
+        expect = x.astype(np.float16).astype(np.float32).view(np.uint32)
+    assert np.array_equal(qm.to_f16(x).view(np.uint32), expect)
+    fast = qm.to_bf16(x).view(np.uint32)
+    monkeypatch.setattr(qm, "compiled", lambda fn: None)
+    assert np.array_equal(fast, qm.to_bf16(x).view(np.uint32))
+    assert np.array_equal(qm.to_f16(x).view(np.uint32), expect)
+
+
 def test_weights_signed_when_there_is_a_bias():
     w = np.abs(np.random.default_rng(0).standard_normal((2, 3, 1, 1))).astype(np.float32)
     q, s, signed = qm.quantize_weights(w)

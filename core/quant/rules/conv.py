@@ -4,7 +4,8 @@ shift, fused Relu; and its exact integer kernel.
 Convolutions run on BLAS: an int8 x int8 product summed in float32 is exact only while every
 partial sum stays below 2**24, so each call bounds the accumulator (largest per-channel sum of
 |Wq| times the largest |x| actually present) and uses float32 when that bound is safe and
-float64 (exact below 2**53) otherwise. Requantization is done in int64.
+float64 (exact below 2**53) otherwise; depthwise convs sum codes in int32 in a compiled loop.
+Requantization is done in int64 (core/quant/kernels_int8.py).
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ import numpy as np
 
 from ... import quantmath as qm
 from ...ops.conv import ConvTranspose, _spatial_attrs, conv_nd
+from ..kernels_int8 import NO_HIGH, NO_LOW, channel_shape, depthwise_sum, pad_codes, requant_channels
 from . import Int8Op, NoInt8Rule, RuleContext, kernel, rule
 
 FLOAT32_EXACT = 2**24
-# Elements requantized at a time (int64 temporaries of a few times 8 bytes each).
-REQUANT_ELEMENTS = 4 << 20
 
 
 def integer_filter_shift(w: np.ndarray, signed: bool) -> int | None:
@@ -83,50 +83,41 @@ def accumulator_dtype(w_abs_sum: int, x: np.ndarray) -> type:
 
 def conv_sum(x: np.ndarray, wq: np.ndarray, w_abs_sum: int, attrs: dict,
              pad_code: int = 0) -> np.ndarray:
-    """Exact integer convolution sum(Wq * x) (no bias), padding with `pad_code`, held in the
-    float type that keeps it exact (see `accumulator_dtype`)."""
+    """Exact integer convolution sum(Wq * x) (no bias), padding with `pad_code`: int32 from the
+    compiled loop of a depthwise conv, else BLAS in the float type that keeps it exact (see
+    `accumulator_dtype`)."""
     kernel_shape, strides, dilations, begin, end = _spatial_attrs(
         x, wq.shape[2:], attrs.get("kernel_shape"), attrs.get("strides"), attrs.get("dilations"),
         attrs.get("pads"), attrs.get("auto_pad", "NOTSET"))
+    group = int(attrs.get("group", 1))
+    if group > 1 and group == x.shape[1] == wq.shape[0] and wq.shape[1] == 1:
+        acc = depthwise_sum(x, wq, pad_code, kernel_shape, strides, dilations, begin, end)
+        if acc is not None:
+            return acc
     ft = accumulator_dtype(w_abs_sum, x)
-    return conv_nd(x.astype(ft), wq.astype(ft, copy=False), None, kernel_shape, strides,
-                   dilations, begin, end, int(attrs.get("group", 1)), pad_value=float(pad_code))
+    # the codes are padded before they become floats: one pass instead of a cast and a pad
+    xp = pad_codes(x, begin, end, pad_code, ft)
+    zeros = [0] * len(begin)
+    return conv_nd(xp, wq.astype(ft, copy=False), None, kernel_shape, strides, dilations, zeros,
+                   zeros, group)
 
 
 def conv_accumulate(x: np.ndarray, wq: np.ndarray, w_abs_sum: int, attrs: dict,
                     pad_code: int = 0) -> np.ndarray:
     """`conv_sum` as an int64 array."""
-    return conv_sum(x, wq, w_abs_sum, attrs, pad_code).astype(np.int64)
-
-
-def channel_shape(values: np.ndarray, ndim: int) -> np.ndarray:
-    """Per-channel values shaped to broadcast along axis 1 of an `ndim` tensor."""
-    return np.asarray(values).reshape((1, -1) + (1,) * (ndim - 2))
+    return conv_sum(x, wq, w_abs_sum, attrs, pad_code).astype(np.int64, copy=False)
 
 
 def conv_int8(x: np.ndarray, *, wq: np.ndarray, w_abs_sum: int, bias_q: np.ndarray,
               multiplier: np.ndarray, shift: np.ndarray, attrs: dict, zp_in: int, zp_out: int,
               out_signed: bool, relu: bool, relu_max: int | None = None) -> np.ndarray:
-    """INT8 Conv (D.5): per channel sat(RightShiftRound((acc + bias) * M, shift) + zp_out).
-
-    The int64 requantization runs a few samples at a time, so its temporaries stay small
-    whatever the batch.
-    """
+    """INT8 Conv (D.5): per channel sat(RightShiftRound((acc + bias) * M, shift) + zp_out),
+    the fused Relu (and its limit) applied before saturation."""
     acc = conv_sum(x, wq, w_abs_sum, attrs, zp_in)
-    nd = acc.ndim
-    bias, mult, shift = (channel_shape(v, nd) for v in (bias_q, multiplier, shift))
-    out = np.empty(acc.shape, np.int8 if out_signed else np.uint8)
-    step = max(1, REQUANT_ELEMENTS // max(1, acc[0].size))
-    for s in range(0, acc.shape[0], step):
-        part = acc[s:s + step].astype(np.int64)
-        part += bias
-        y = qm.requantize(part, mult, shift, zp_out)
-        if relu:
-            np.maximum(y, zp_out, out=y)
-        if relu_max is not None:
-            np.minimum(y, relu_max + zp_out, out=y)
-        out[s:s + step] = qm.to_codes(y, out_signed)
-    return out
+    return requant_channels(acc, bias_q, multiplier, shift, zp=zp_out,
+                            lo=zp_out if relu else NO_LOW,
+                            hi=NO_HIGH if relu_max is None else relu_max + zp_out,
+                            out_dtype=qm.code_dtype(out_signed))
 
 
 @kernel("conv")

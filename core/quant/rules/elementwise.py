@@ -14,6 +14,7 @@ import numpy as np
 
 from ... import quantmath as qm
 from ...ops import lookup
+from ..kernels_int8 import add_codes, lut_kernel, mul_codes, table_lookup
 from . import Int8Op, NoInt8Rule, RuleContext, kernel, rule
 
 # Element-wise functions lowered to a 256-entry table of output codes, as the reference lowers
@@ -185,6 +186,10 @@ def relu_int8(x: np.ndarray, *, zp: int, out_signed: bool) -> np.ndarray:
 def add_int8(xs: Sequence[np.ndarray], *, multipliers: Sequence[int], shifts: Sequence[int],
              relu: bool, out_signed: bool) -> np.ndarray:
     """INT8 Add (K 6.3): sat(sum_i RightShiftRound(x_i * m_i, r_i)), each term shifted alone."""
+    if len(xs) == 2:
+        out = add_codes(xs[0], xs[1], multipliers, shifts, relu, qm.code_dtype(out_signed))
+        if out is not None:
+            return out
     total = None
     for x, m, r in zip(xs, multipliers, shifts):
         term = qm.right_shift_round(x.astype(np.int64) * m, r)
@@ -204,6 +209,9 @@ def add_const_int8(x: np.ndarray, *, multiplier: int, shift: int, offset: int, r
 def mul_int8(a: np.ndarray, b: np.ndarray, *, multiplier: int, shift: int, relu: bool,
              out_signed: bool) -> np.ndarray:
     """INT8 Mul (K 6.6): sat(RightShiftRound(a * b * m, r)) with broadcasting."""
+    out = mul_codes(a, b, multiplier, shift, relu, qm.code_dtype(out_signed))
+    if out is not None:
+        return out
     y = qm.right_shift_round(a.astype(np.int64) * b.astype(np.int64) * multiplier, shift)
     return qm.to_codes(np.maximum(y, 0) if relu else y, out_signed)
 
@@ -212,13 +220,13 @@ def mul_int8(a: np.ndarray, b: np.ndarray, *, multiplier: int, shift: int, relu:
 def leaky_relu_kernel(*, in_types, out_types, params, **_):
     fn = partial(leaky_relu_int8, multiplier=int(params["multiplier"]),
                  shift=int(params["shift"]), out_signed=out_types[0].signed)
-    return qm.lut_kernel(fn, in_types[0].signed)
+    return lut_kernel(fn, in_types[0].signed)
 
 
 @kernel("relu")
 def relu_kernel(*, in_types, out_types, **_):
     t = out_types[0]
-    return qm.lut_kernel(partial(relu_int8, zp=t.zp, out_signed=t.signed), in_types[0].signed)
+    return lut_kernel(partial(relu_int8, zp=t.zp, out_signed=t.signed), in_types[0].signed)
 
 
 @kernel("add")
@@ -239,14 +247,14 @@ def add_const_kernel(*, in_types, out_types, params, **_):
     fn = partial(add_const_int8, multiplier=int(params["multiplier"]), shift=int(params["shift"]),
                  offset=int(params["offset"]), relu=bool(params.get("relu")),
                  out_signed=out_types[0].signed)
-    return qm.lut_kernel(fn, in_types[0].signed)
+    return lut_kernel(fn, in_types[0].signed)
 
 
 @kernel("mul_shift")
 def mul_shift_kernel(*, in_types, out_types, params, **_):
     fn = partial(qm.mul_shift, multiplier=int(params["multiplier"]), shift=int(params["shift"]),
                  out_signed=out_types[0].signed)
-    return qm.lut_kernel(fn, in_types[0].signed)
+    return lut_kernel(fn, in_types[0].signed)
 
 
 @kernel("mul")
@@ -264,5 +272,4 @@ def mul_kernel(*, out_types, params, **_):
 
 @kernel("table")
 def table_kernel(*, params, **_):
-    codes = np.asarray(params["table"])
-    return lambda x: np.take(codes, x.view(np.uint8))
+    return partial(table_lookup, np.asarray(params["table"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import quantmath as qm
+from ..kernels_int8 import requant_away, softmax_codes
 from . import Int8Op, NoInt8Rule, RuleContext, kernel, rule
 
 FLOAT32_EXACT = 2**24
@@ -53,11 +54,8 @@ def matmul_int8(a: np.ndarray, b: np.ndarray, *, bias: np.ndarray | None, multip
     MatMul requant mode), the products summed exactly."""
     k = a.shape[-1]
     ft = np.float32 if k * 128 * 128 < FLOAT32_EXACT else np.float64
-    acc = np.matmul(a.astype(ft), b.astype(ft)).astype(np.int64)
-    if bias is not None:
-        acc += bias
-    y = qm.right_shift_round_away(acc * multiplier, shift)
-    return qm.to_codes(np.maximum(y, 0) if relu else y, out_signed)
+    acc = np.matmul(a.astype(ft), b.astype(ft))
+    return requant_away(acc, bias, multiplier, shift, relu=relu, out_dtype=qm.code_dtype(out_signed))
 
 
 @kernel("matmul")
@@ -107,6 +105,9 @@ def softmax(node, ctx: RuleContext) -> Int8Op:
 def softmax_int8(x: np.ndarray, *, table: np.ndarray, out_scale: float, out_signed: bool) -> np.ndarray:
     """Along axis 1: d = sat_u8(max - x); p = T[d] / (sum T[d] * s_out), the sum in float32 in
     axis order; codes floor(p + 0.5) (uint8) or rounded half away (int8)."""
+    fast = softmax_codes(x, table, out_scale, out_signed)
+    if fast is not None:
+        return fast
     xi = x.astype(np.int32)
     d = np.clip(xi.max(axis=1, keepdims=True) - xi, 0, 255)
     e = table[d]

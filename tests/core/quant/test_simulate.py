@@ -9,6 +9,7 @@ from tpushell.core import quantmath as qm
 from tpushell.core.calibration.tables import QTable
 from tpushell.core.graph.interpreter import run
 from tpushell.core.metrics import cosine
+from tpushell.core.quant.kernels_int8 import lut_kernel
 from tpushell.core.quant.lowering import Lowerer, lower
 from tpushell.core.quant.rules import conv, elementwise
 from tpushell.core.quant.simulate import simulate
@@ -87,7 +88,7 @@ def test_conv_int8_requantizes_as_the_formula():
 
 def test_leaky_relu_table_equals_the_formula_for_every_code():
     codes = np.arange(-128, 128, dtype=np.int8)
-    kernel = qm.lut_kernel(lambda v: elementwise.leaky_relu_int8(v, multiplier=51, shift=9, out_signed=True),
+    kernel = lut_kernel(lambda v: elementwise.leaky_relu_int8(v, multiplier=51, shift=9, out_signed=True),
                           True)
     expect = [c if c >= 0 else (int(c) * 51 + 256) >> 9 for c in codes.tolist()]
     assert kernel(codes).tolist() == expect
