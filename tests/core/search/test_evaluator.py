@@ -278,3 +278,25 @@ def test_compiled_cosine_sums_match_the_numpy_ones(monkeypatch):
         want = per_sample_cos(x, y)
         assert np.allclose(got, want, rtol=0, atol=1e-12), x.dtype
         assert got[1] == 0 and got[2] == 0 and got[3] == 0      # zero, NaN and inf samples
+
+
+def test_f32_engine_reference_does_not_depend_on_what_asks_first(kit):
+    """With `f32_engine` every F32 value comes from onnxruntime (within float rounding of the
+    interpreter), so a check and layer-by-layer questions in model order agree exactly."""
+    pytest.importorskip("onnxruntime")
+    from tpushell.core.quant import engine
+    graph, _, feeds = kit
+    first = Evaluator(graph, feeds, f32_engine=True)
+    first.set_plan(plan_of(kit))
+    checked = first.check()
+    walked = Evaluator(graph, feeds, f32_engine=True)
+    walked.set_plan(plan_of(kit))
+    assert {op: float(walked.layer_cos(op).mean()) for op in checked.layers} == checked.layers
+    assert walked.output_cos() == checked.outputs
+    fast = engine.f32_tensors(graph, feeds, graph.op_names)
+    assert fast, "nothing ran on onnxruntime"
+    expected = run(graph, feeds, keep_all=True)
+    for t in graph.op_names:
+        if t in fast:
+            assert np.array_equal(walked.reference(t), fast[t]), t
+        np.testing.assert_allclose(first.reference(t), expected[t], rtol=1e-5, atol=1e-5, err_msg=t)
