@@ -268,7 +268,15 @@ class Evaluator:
 
     def _ensure(self, track: _Track, tensors: Sequence[str]) -> list[np.ndarray]:
         """Compute whatever is missing for `tensors` (and only that), in plan order."""
+        self._compute(track, tensors)
+        return [self._get(track.prov[t]) for t in tensors]
+
+    def _compute(self, track: _Track, tensors: Sequence[str]) -> None:
+        """_ensure without reading the values back (F16 / BF16 ones would be widened for
+        nothing)."""
         steps = self._missing(track, tensors)
+        if not steps:
+            return                  # nothing stored, so nothing to evict (a no-op re-check)
         if track is self._ref and self.f32_engine and self._reference_on_engine(steps):
             steps = self._missing(track, tensors)         # what the engine does not give
         if not (self.lean and track is self._ref and len(steps) > 1 and
@@ -282,7 +290,6 @@ class Evaluator:
                     self._put(track.prov[t], v, kind)
             self.steps_run += len(steps)
         self._evict()
-        return [self._get(track.prov[t]) for t in tensors]
 
     def _reference_on_engine(self, steps: list[Any]) -> bool:
         """Store the F32 values of the outputs of `steps` that onnxruntime gives; True when any
@@ -339,7 +346,7 @@ class Evaluator:
         if kind == "f16":
             return value.astype(np.float32)
         if kind == "bf16":
-            return (value.astype(np.uint32) << 16).view(np.float32)
+            return np.left_shift(value, 16, dtype=np.uint32).view(np.float32)    # one pass
         return value
 
     def _put(self, pid: int, value: np.ndarray, kind: str | None = None) -> None:
@@ -514,8 +521,10 @@ class Evaluator:
         """Mean true cosine over samples of each graph output (or of the given layers)."""
         names = list(layers) if layers is not None else list(self.graph.outputs)
         self._ref_keep.update(names)                   # compared again after every change
-        self.values(names)
-        self._ensure(self._ref, names)                 # one F32 pass for all of them
+        for t in names:
+            self._known(t, self._current)
+        self._compute(self._current, names)
+        self._compute(self._ref, names)                # one F32 pass for all of them
         return {t: float(self.layer_cos(t).mean()) for t in names}
 
     def loss(self, rates: Mapping[str, float] | None = None) -> float:
@@ -535,7 +544,8 @@ class Evaluator:
             [op for op in self.graph.op_names if op in self._current.prov]
         for op in ops:
             self._known(op, self._current)
-        self.values([t for t in ops if t not in self.graph.outputs] + list(self.graph.outputs))
+        self._compute(self._current, [t for t in ops if t not in self.graph.outputs] +
+                      list(self.graph.outputs))
         outputs = self.output_cos()
         acc = {op: float(self.layer_cos(op).mean()) for op in ops}
         own_cos = {op: float(self.own_cos(op).mean()) for op in ops} if own else {}
