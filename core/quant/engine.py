@@ -209,3 +209,67 @@ def f32_tail(graph: Graph, cut: Iterable[str], outputs: Iterable[str]) -> F32Tai
         return F32Tail(_ort_session(ort, tail, 1), names, outputs)
     except Exception:   # noqa: BLE001  any failure to load means: the interpreter computes it
         return None
+
+
+def f32_tensors(graph: Graph, feeds: Mapping[str, np.ndarray],
+                tensors: Iterable[str]) -> dict[str, np.ndarray]:
+    """F32 values of those of graph tensors `tensors` that onnxruntime can give, by graph name:
+    float tensors computed from the inputs that the F32 plan's export holds (a MatMul the plan
+    computes in parts has none); {} when the graph does not run on onnxruntime.
+
+    One session per graph whose outputs are every such tensor, run one sample at a time: the
+    outputs of a run (all of them, for a check) are whole for one sample only, and batch 1 is
+    as fast here as larger batches. After the first sample the runs write straight into the
+    rows of the results (no copy of every tensor out of onnxruntime and into them)."""
+    if engine_wanted() != "onnxruntime":
+        return {}
+    exported = _exported_tensors(graph)
+    sess = session(graph, exported) if exported else None
+    if sess is None:
+        return {}
+    check_feeds(graph, feeds)
+    plan_names = dict(zip(exported, sess_outputs(graph, exported)))
+    wanted = [t for t in dict.fromkeys(tensors) if t in plan_names]
+    outputs = list(dict.fromkeys(plan_names[t] for t in wanted))
+    inputs = [i.name for i in sess.get_inputs()]
+    n = int(np.shape(feeds[inputs[0]])[0]) if inputs else 0
+    if n == 0 or not outputs:
+        return {}
+    first = dict(zip(outputs, sess.run(outputs, {t: feeds[t][:1] for t in inputs})))
+    # one row per sample (else left to the interpreter): the rows are the runs' output buffers
+    found = {name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in first.items()
+             if v.shape[:1] == (1,) and v.dtype == np.float32}
+    for name, out in found.items():
+        out[0] = first[name][0]
+    del first
+    binding = sess.io_binding()
+    for s in range(1, n):
+        for t in inputs:
+            binding.bind_cpu_input(t, np.ascontiguousarray(feeds[t][s:s + 1]))
+        for name in outputs:
+            if name in found:
+                row = found[name][s:s + 1]
+                binding.bind_output(name, "cpu", 0, row.dtype, row.shape, row.ctypes.data)
+            else:
+                binding.bind_output(name, "cpu")
+        sess.run_with_iobinding(binding)
+        binding.clear_binding_outputs()
+    return {t: found[plan_names[t]] for t in wanted if plan_names[t] in found}
+
+
+def _exported_tensors(graph: Graph) -> tuple[str, ...]:
+    """The float graph tensors computed from the inputs that the F32 plan's export holds."""
+    cache = graph.cache()
+    if ("ort_f32_exported",) not in cache:
+        from .lowering import Lowerer
+        plan = Lowerer(graph, None).plan("F32")
+        made = {t for step in plan.steps.values() for t in step.outputs}
+        from_inputs = set(graph.input_names)
+        for node in graph.nodes:
+            if any(t in from_inputs for t in node.inputs):
+                from_inputs.update(t for t in node.outputs if t)
+        cache[("ort_f32_exported",)] = tuple(
+            t for node in graph.nodes for t in node.outputs
+            if t in from_inputs and graph.dtypes.get(t, "float32") == "float32" and
+            plan.tensor(t) in made)
+    return cache[("ort_f32_exported",)]

@@ -100,3 +100,19 @@ def test_no_f32_tail_with_the_numpy_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("TPUSHELL_ENGINE", "numpy")
     assert engine.f32_tail(graph, [graph.nodes[0].outputs[0]], graph.outputs) is None
     assert not engine.tails_possible(graph)
+
+
+def test_f32_tensors_gives_every_inner_tensor_by_graph_name(tmp_path, monkeypatch):
+    """One sample a run, written into rows of whole-batch arrays: the interpreter's values within
+    float rounding for every tensor asked for; nothing with the numpy engine."""
+    graph = silu_block(tmp_path)
+    x = np.random.default_rng(5).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    names = [t for n in graph.nodes for t in n.outputs]
+    ours = run(graph, {"x": x}, keep_all=True)
+    fast = engine.f32_tensors(graph, {"x": x}, names[1:])
+    assert sorted(fast) == sorted(names[1:])
+    for t in names[1:]:
+        assert fast[t].shape == ours[t].shape and fast[t].dtype == np.float32, t
+        np.testing.assert_allclose(fast[t], ours[t], rtol=1e-5, atol=1e-5, err_msg=t)
+    monkeypatch.setenv("TPUSHELL_ENGINE", "numpy")
+    assert engine.f32_tensors(graph, {"x": x}, names) == {}

@@ -256,3 +256,47 @@ def test_float_values_are_stored_in_two_bytes_exactly(kit, mode):
                                        for t in plan.tensor_names() if t != "x")
     assert ev.stored_bytes() == expected
     assert_same(ev, kit, plan)
+
+
+def test_compiled_cosine_sums_match_the_numpy_ones(monkeypatch):
+    """The numba kernel (one pass, vectorized float64 sums) and the three einsums agree to 1e-12
+    on int8 / uint8 codes and float32 values, a non-contiguous view, an all-zero, a NaN and an
+    inf sample, and an element type the kernel does not take (float16)."""
+    pytest.importorskip("numba")
+    from tpushell.core.search import evaluator
+    rng = np.random.default_rng(3)
+    b = rng.standard_normal((6, 4098)).astype(np.float32)
+    b[1] = 0
+    b[2, 7], b[3, 9] = np.nan, np.inf
+    pairs = [(rng.integers(-128, 128, b.shape).astype(np.int8), b),
+             (rng.integers(0, 256, b.shape).astype(np.uint8), b),
+             ((b + rng.standard_normal(b.shape) * 0.1).astype(np.float32), b),
+             (b[:, ::2], b[:, 1::2]), (b.astype(np.float16), b)]
+    fast = [per_sample_cos(x, y) for x, y in pairs]
+    monkeypatch.setattr(evaluator, "compiled", lambda fn, **kw: None)
+    for (x, y), got in zip(pairs, fast):
+        want = per_sample_cos(x, y)
+        assert np.allclose(got, want, rtol=0, atol=1e-12), x.dtype
+        assert got[1] == 0 and got[2] == 0 and got[3] == 0      # zero, NaN and inf samples
+
+
+def test_f32_engine_reference_does_not_depend_on_what_asks_first(kit):
+    """With `f32_engine` every F32 value comes from onnxruntime (within float rounding of the
+    interpreter), so a check and layer-by-layer questions in model order agree exactly."""
+    pytest.importorskip("onnxruntime")
+    from tpushell.core.quant import engine
+    graph, _, feeds = kit
+    first = Evaluator(graph, feeds, f32_engine=True)
+    first.set_plan(plan_of(kit))
+    checked = first.check()
+    walked = Evaluator(graph, feeds, f32_engine=True)
+    walked.set_plan(plan_of(kit))
+    assert {op: float(walked.layer_cos(op).mean()) for op in checked.layers} == checked.layers
+    assert walked.output_cos() == checked.outputs
+    fast = engine.f32_tensors(graph, feeds, graph.op_names)
+    assert fast, "nothing ran on onnxruntime"
+    expected = run(graph, feeds, keep_all=True)
+    for t in graph.op_names:
+        if t in fast:
+            assert np.array_equal(walked.reference(t), fast[t]), t
+        np.testing.assert_allclose(first.reference(t), expected[t], rtol=1e-5, atol=1e-5, err_msg=t)
