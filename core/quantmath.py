@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .ops.jit import compiled
+from .jit import compiled
 
 INT8_MIN, INT8_MAX = -128, 127
 UINT8_MAX = 255

@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from ..ops.jit import compiled
+from ..jit import compiled
 from ..ops.parallel import THREADS, parallel
 
 MIN_THRESHOLD = 1e-5      # a threshold or absmax at or below this is written as 1e-5

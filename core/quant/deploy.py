@@ -324,7 +324,8 @@ def load_deployed(path: str | os.PathLike) -> DeployedModel:
             _check_format(doc, path)
             arrays = {n: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
                       for n in z.namelist() if n.startswith("arrays/")}
-    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, EOFError) as e:
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, EOFError,
+            NotImplementedError) as e:   # zipfile: an unknown version or compression
         raise InputFileError(f"{path} is not a tpushell model file ({type(e).__name__}: "
                              f"{str(e)[:200]}); tpushell runs the simulator models "
                              "model_deploy.py writes, not Sophgo binaries") from None
@@ -359,7 +360,7 @@ def is_deployed_model(path: str | os.PathLike) -> bool:
     try:
         with zipfile.ZipFile(os.fspath(path)) as z:
             return MANIFEST in z.namelist()
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, zipfile.BadZipFile, NotImplementedError):
         return False
 
 

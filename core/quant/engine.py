@@ -5,9 +5,10 @@ per graph and set of outputs, kept in the graph's cache.
 
 Why: on the real models the numpy interpreter is 2x (large dense convs) to 10x (MobileNetV3's
 small 1x1 and depthwise convs) slower than onnxruntime, and no amount of numpy removes the
-Python between small ops (README, "Speed"). Only runs that nobody observes go here: calibration,
-per-layer checks and the INT8 simulator need our own tensors (bit-identical thresholds, the
-golden INT8 comparisons), and keep the interpreter. The values are F32 within float rounding of
+Python between small ops (README, "Speed"). Calibration and the INT8 simulator need our
+own tensors (bit-identical thresholds, the golden INT8 comparisons) and keep the interpreter; the
+F32 reference of a check (f32_tensors) and the F32 ops after a sensitivity trial's INT8 layer
+(f32_tail) run here too. The values are F32 within float rounding of
 the interpreter's (onnxruntime sums in another order).
 
 The interpreter is used instead when onnxruntime is absent, when the graph has an op without an
@@ -261,8 +262,7 @@ def _exported_tensors(graph: Graph) -> tuple[str, ...]:
     """The float graph tensors computed from the inputs that the F32 plan's export holds."""
     cache = graph.cache()
     if ("ort_f32_exported",) not in cache:
-        from .lowering import Lowerer
-        plan = Lowerer(graph, None).plan("F32")
+        plan = f32_export(graph)[0]
         made = {t for step in plan.steps.values() for t in step.outputs}
         from_inputs = set(graph.input_names)
         for node in graph.nodes:

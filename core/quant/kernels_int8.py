@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from .. import quantmath as qm
-from ..ops.jit import compiled
+from ..jit import compiled
 from ..ops.parallel import parallel
 
 # Below this many elements a tensor is one job: handing halves to two threads costs more.

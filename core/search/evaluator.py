@@ -33,7 +33,7 @@ from ..errors import ModelError, OptionError, did_you_mean
 from ..graph.ir import Graph
 from ..metrics import reference_cos
 from ..ops import DEFAULT_OPSET, as_tuple, lookup
-from ..ops.jit import compiled
+from ..jit import compiled
 from ..quant.engine import f32_tensors
 from ..quant.kernels import with_slots
 

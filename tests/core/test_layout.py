@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[2] / "core"
-SHARED = {"errors", "results", "metrics", "progress", "fileio", "options", "quantmath"}
+SHARED = {"errors", "results", "metrics", "progress", "fileio", "options", "quantmath", "jit"}
 TOP = {"session", "commands", "workspace", "__init__"}
 # stage -> the stages it may import (itself and shared modules always allowed)
 MAY_IMPORT = {
