@@ -451,10 +451,16 @@ class Evaluator:
         return self._cos[key]
 
     def layer_cos_many(self, tensors: Sequence[str]) -> dict[str, np.ndarray]:
-        """layer_cos of several tensors (a lean evaluator compares them in one F32 pass)."""
+        """layer_cos of several tensors, their values computed in one pass of each track (one
+        F32 run on onnxruntime, not one per tensor; a lean evaluator compares chunk by chunk)."""
+        for t in tensors:
+            self._known(t, self._current)
+        todo = [t for t in tensors if ("acc", self._current.prov[t], t) not in self._cos]
         if self.lean:
-            self._lean_cos([t for t in tensors
-                            if ("acc", self._current.prov.get(t, -1), t) not in self._cos])
+            self._lean_cos(todo)
+        elif todo:
+            self._compute(self._current, todo)
+            self._compute(self._ref, todo)
         return {t: self.layer_cos(t) for t in tensors}
 
     def _lean_cos(self, tensors: list[str]) -> None:

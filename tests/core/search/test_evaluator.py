@@ -300,3 +300,23 @@ def test_f32_engine_reference_does_not_depend_on_what_asks_first(kit):
         if t in fast:
             assert np.array_equal(walked.reference(t), fast[t]), t
         np.testing.assert_allclose(first.reference(t), expected[t], rtol=1e-5, atol=1e-5, err_msg=t)
+
+
+def test_layer_cos_many_runs_onnxruntime_once(kit, monkeypatch):
+    """A search's baseline compares every layer at once: one F32 run on onnxruntime for all of
+    them, not one per layer (each run is the whole model)."""
+    pytest.importorskip("onnxruntime")
+    from tpushell.core.search import evaluator
+    graph, _, feeds = kit
+    calls = []
+    real = evaluator.f32_tensors
+    monkeypatch.setattr(evaluator, "f32_tensors",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    ev = Evaluator(graph, feeds, f32_engine=True)
+    ev.set_plan(plan_of(kit))
+    many = ev.layer_cos_many(graph.op_names)
+    assert len(calls) == 1
+    one_by_one = Evaluator(graph, feeds, f32_engine=True)
+    one_by_one.set_plan(plan_of(kit))
+    for op in graph.op_names:
+        assert np.array_equal(one_by_one.layer_cos(op), many[op]), op
