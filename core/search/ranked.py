@@ -8,8 +8,9 @@
 2. Start: all-INT8, or the known-head pattern (core/search/patterns.py) when asked.
 3. Growth, greedy with re-evaluation: the next few ranked layers are measured in the current
    plan and the one gaining most output cosine per unit of cost (the cost model's extra bytes
-   moved, the median layer counting 1) is added; layers that gain nothing are passed over.
-4. Bisection fallback: when growth stalls (several measurements in a row gain nothing) or the
+   moved, the median layer counting 1) is added; layers that gain less than the mean gain per
+   layer that reaches the target with every layer left are passed over.
+4. Bisection fallback: when growth stalls (several measurements in a row gain too little) or the
    ranked list runs out, the shortest prefix of the ranked list that reaches the target is found
    by bisection (log2 of the list's length evaluations). The all-float plan is evaluated first:
    when even it is short of the target, the search says so, with its cosine.
@@ -32,7 +33,7 @@ from ..progress import Progress
 from .space import (SearchResult, SearchSpace, Trial, bisect_prefix, loss_table, point, trial)
 
 WINDOW = 3        # ranked layers measured per growth step
-PATIENCE = 6      # measurements in a row that gain nothing before the bisection fallback
+PATIENCE = 6      # measurements in a row that gain too little before the bisection fallback
 TRIM_FROM = 8     # float sets at least this large first lose their ends by bisection
 
 
@@ -89,7 +90,7 @@ class _Run:
     # ---- 3. growth ----------------------------------------------------------------------------
     def grow(self, ranked: list[str], cap: int, bar: Progress) -> None:
         """Add the best of the next WINDOW ranked layers while one gains; stop after PATIENCE
-        measurements in a row that gain nothing (see the module docstring)."""
+        measurements in a row that gain too little (see the module docstring)."""
         pool = [op for op in ranked if op not in self.floats]
         idle = 0
         while not self.reached() and pool and idle < PATIENCE and len(self.floats) < cap:
@@ -98,14 +99,22 @@ class _Run:
             bar.advance(len(window))
             gain = {op: (c - self.cos) / self.weights[op] for op, c in measured.items()}
             best = max(window, key=lambda op: gain[op])
+            # the mean gain per layer that reaches the target with every layer left: a smaller
+            # one puts growth on course to run out of layers first (noise spread over a region,
+            # where the bisection in model order is cheaper)
+            enough = self.cos + (self.target - self.cos) / len(pool)
+            taken = measured[best] > enough
             for op in window:
                 c = measured[op]
-                if op == best and c > self.cos:
+                if op == best and taken:
                     continue
                 why = (f"reverted: outputs {c:.6f} <= current {self.cos:.6f}" if c <= self.cos
+                       else f"reverted: outputs {c:.6f} gain less than the {enough - self.cos:.1e} "
+                            f"a layer must add to reach the target with the layers left"
+                       if not taken
                        else f"not taken: {best} gains more per cost ({measured[best]:.6f})")
                 self.record(trial(self.space, op, (op,), self.floats + [op], c, why, False))
-            if measured[best] > self.cos:
+            if taken:
                 idle = 0
                 floats = self.floats + [best]
                 self.record(trial(self.space, best, (best,), floats, measured[best],
@@ -115,10 +124,10 @@ class _Run:
                 # the others are measured again in the new plan
             else:
                 idle += len(window)
-                pool = pool[len(window):]             # they gain nothing now: passed over
+                pool = pool[len(window):]             # they gain too little now: passed over
         if not self.reached():
             self.stopped = ("the ranked list ran out" if not pool else
-                            f"{PATIENCE} measurements in a row gained nothing" if idle >= PATIENCE
+                            f"{PATIENCE} measurements in a row gained too little" if idle >= PATIENCE
                             else f"the cap of {cap} float layers")
 
     # ---- 4. bisection fallback ---------------------------------------------------------------

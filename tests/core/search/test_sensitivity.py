@@ -237,3 +237,55 @@ def test_a_large_float_set_loses_its_ends_by_bisection_before_pruning(kit):
     assert result.reached and set(result.qtable) == NEEDED
     # fewer evaluations than dropping the 6 unneeded layers one by one after halving groups
     assert len(trims) <= 2 * 4
+
+
+class _SpreadNoise:
+    """A stand-in search space whose output cosine is a formula of the float set: every layer
+    adds a little (INT8 noise spread over a region), none enough on its own."""
+
+    class _Evaluator:
+        @staticmethod
+        def keeping():
+            import contextlib
+            return contextlib.nullcontext()
+
+    evaluator = _Evaluator()
+
+    def __init__(self, layers: int, per_layer: float) -> None:
+        self.layers = [f"l{i}" for i in range(layers)]
+        self.per_layer, self.evaluations = per_layer, 0
+
+    def use(self, floats):
+        pass
+
+    def evaluate(self, floats) -> float:
+        self.evaluations += 1
+        return 0.99 + self.per_layer * len(set(floats))
+
+    def cost(self, floats):
+        from types import SimpleNamespace
+        return SimpleNamespace(float_macs=0, bytes=0)
+
+
+def test_growth_passes_over_gains_too_small_to_reach_the_target_in_time():
+    """Gains of 1e-5 a layer against a gap of 9e-3 over 30 layers (3e-4 a layer needed): growth
+    stops after PATIENCE measurements instead of walking the whole list."""
+    from tpushell.core.progress import Progress
+    from tpushell.core.search.ranked import PATIENCE, _Run
+    from tpushell.core.search.space import SearchResult
+    space = _SpreadNoise(30, 1e-5)
+    result = SearchResult("sensitivity", None, 0.99, 0.99, 0.999, None, "F16", 1, "")
+    run = _Run(space, result, float("inf"), {op: 1.0 for op in space.layers})
+    with Progress(None, "growing", len(space.layers)) as bar:
+        run.grow(space.layers, len(space.layers), bar)
+    assert run.floats == [] and space.evaluations == PATIENCE
+    assert "gained too little" in run.stopped
+    assert [t.decision.split(" a layer")[0] for t in result.trials] == \
+        ["reverted: outputs 0.990010 gain less than the 3.0e-04"] * 3 + \
+        ["reverted: outputs 0.990010 gain less than the 3.3e-04"] * 3
+    big = _SpreadNoise(30, 1e-3)                   # enough a layer: growth takes them
+    result = SearchResult("sensitivity", None, 0.99, 0.99, 0.999, None, "F16", 1, "")
+    run = _Run(big, result, float("inf"), {op: 1.0 for op in big.layers})
+    with Progress(None, "growing", len(big.layers)) as bar:
+        run.grow(big.layers, len(big.layers), bar)
+    assert run.reached() and len(run.floats) == 10
