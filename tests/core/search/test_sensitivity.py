@@ -289,3 +289,46 @@ def test_growth_passes_over_gains_too_small_to_reach_the_target_in_time():
     with Progress(None, "growing", len(big.layers)) as bar:
         run.grow(big.layers, len(big.layers), bar)
     assert run.reached() and len(run.floats) == 10
+
+
+class _NeedsSome(_SpreadNoise):
+    """A stand-in space that reaches the target exactly when every layer of `needed` is float."""
+
+    def __init__(self, layers: int, needed) -> None:
+        super().__init__(layers, 0.0)
+        self.needed = set(needed)
+
+    def evaluate(self, floats) -> float:
+        self.evaluations += 1
+        return 0.9995 if self.needed <= set(floats) else 0.99
+
+
+def _pruned(space, weights):
+    from tpushell.core.progress import Progress
+    from tpushell.core.search.ranked import _Run
+    from tpushell.core.search.space import SearchResult
+    result = SearchResult("sensitivity", None, 0.99, 0.99, 0.999, None, "F16", 1, "")
+    run = _Run(space, result, float("inf"), weights)
+    run.move(list(space.layers), 0.9995)
+    space.evaluations = 0
+    with Progress(None, "pruning", len(space.layers)) as bar:
+        run.prune(bar)
+    return run
+
+
+def test_pruning_of_single_layers_stops_when_they_keep_being_needed():
+    """30 float layers, all needed but two cheap ones: groups of 15, 7 and 3 cannot go (2 + 5 +
+    10 evaluations), then single layers stop after PRUNE_PATIENCE needed ones in a row, saying
+    so (the two are among the cheaper ones left)."""
+    from tpushell.core.search.ranked import PRUNE_PATIENCE
+    space = _NeedsSome(30, [f"l{i}" for i in range(30) if i not in (25, 28)])
+    run = _pruned(space, {f"l{i}": 30.0 - i for i in range(30)})     # l0 costliest
+    assert space.evaluations == 2 + 5 + 10 + PRUNE_PATIENCE
+    assert len(run.floats) == 30 and f"the {30 - PRUNE_PATIENCE} cheaper one(s)" in run.pruning
+    assert [t.decision.split(":")[0] for t in run.result.trials] == ["needed"] * (17 + PRUNE_PATIENCE)
+
+
+def test_pruning_drops_every_layer_the_target_does_not_need():
+    space = _NeedsSome(30, [f"l{i}" for i in range(0, 30, 3)])      # every third needed
+    run = _pruned(space, {f"l{i}": 30.0 - i for i in range(30)})
+    assert set(run.floats) == space.needed and not run.pruning
