@@ -2,18 +2,22 @@
 fragile layers and a pair that matters only in combination (searchkit.combination_onnx)."""
 from __future__ import annotations
 
+import contextlib
 import threading
+from types import SimpleNamespace
 
 import pytest
 from searchkit import combination_graph, combination_onnx, max_table, sample_folder, samples
 from tpushell.core import Session
 from tpushell.core.commands import build_parser, execute
+from tpushell.core.progress import Progress
 from tpushell.core.quant.lowering import Lowerer
 from tpushell.core.search import run_search
 from tpushell.core.search.evaluator import Evaluator
 from tpushell.core.search.patterns import output_tail
+from tpushell.core.search.ranked import PATIENCE, PRUNE_PATIENCE, _Run
 from tpushell.core.search.sensitivity import layer_sensitivity
-from tpushell.core.search.space import SearchSpace
+from tpushell.core.search.space import SearchResult, SearchSpace
 
 TARGET = 0.998
 NEEDED = {"f1_Conv", "f2_Conv", "g1_Conv", "g2_Conv"}
@@ -246,7 +250,6 @@ class _SpreadNoise:
     class _Evaluator:
         @staticmethod
         def keeping():
-            import contextlib
             return contextlib.nullcontext()
 
     evaluator = _Evaluator()
@@ -263,32 +266,7 @@ class _SpreadNoise:
         return 0.99 + self.per_layer * len(set(floats))
 
     def cost(self, floats):
-        from types import SimpleNamespace
         return SimpleNamespace(float_macs=0, bytes=0)
-
-
-def test_growth_passes_over_gains_too_small_to_reach_the_target_in_time():
-    """Gains of 1e-5 a layer against a gap of 9e-3 over 30 layers (3e-4 a layer needed): growth
-    stops after PATIENCE measurements instead of walking the whole list."""
-    from tpushell.core.progress import Progress
-    from tpushell.core.search.ranked import PATIENCE, _Run
-    from tpushell.core.search.space import SearchResult
-    space = _SpreadNoise(30, 1e-5)
-    result = SearchResult("sensitivity", None, 0.99, 0.99, 0.999, None, "F16", 1, "")
-    run = _Run(space, result, float("inf"), {op: 1.0 for op in space.layers})
-    with Progress(None, "growing", len(space.layers)) as bar:
-        run.grow(space.layers, len(space.layers), bar)
-    assert run.floats == [] and space.evaluations == PATIENCE
-    assert "gained too little" in run.stopped
-    assert [t.decision.split(" a layer")[0] for t in result.trials] == \
-        ["reverted: outputs 0.990010 gain less than the 3.0e-04"] * 3 + \
-        ["reverted: outputs 0.990010 gain less than the 3.3e-04"] * 3
-    big = _SpreadNoise(30, 1e-3)                   # enough a layer: growth takes them
-    result = SearchResult("sensitivity", None, 0.99, 0.99, 0.999, None, "F16", 1, "")
-    run = _Run(big, result, float("inf"), {op: 1.0 for op in big.layers})
-    with Progress(None, "growing", len(big.layers)) as bar:
-        run.grow(big.layers, len(big.layers), bar)
-    assert run.reached() and len(run.floats) == 10
 
 
 class _NeedsSome(_SpreadNoise):
@@ -303,24 +281,48 @@ class _NeedsSome(_SpreadNoise):
         return 0.9995 if self.needed <= set(floats) else 0.99
 
 
-def _pruned(space, weights):
-    from tpushell.core.progress import Progress
-    from tpushell.core.search.ranked import _Run
-    from tpushell.core.search.space import SearchResult
+def _run_of(space, weights=None, floats=()):
+    """A ranked search's state on `space` towards 0.999 from 0.99, `floats` current."""
     result = SearchResult("sensitivity", None, 0.99, 0.99, 0.999, None, "F16", 1, "")
-    run = _Run(space, result, float("inf"), weights)
-    run.move(list(space.layers), 0.9995)
-    space.evaluations = 0
+    run = _Run(space, result, float("inf"), weights or {op: 1.0 for op in space.layers})
+    if floats:
+        run.move(list(floats), space.evaluate(floats))
+        space.evaluations = 0
+    return run
+
+
+def _grown(space):
+    run = _run_of(space)
+    with Progress(None, "growing", len(space.layers)) as bar:
+        run.grow(space.layers, len(space.layers), bar)
+    return run
+
+
+def _pruned(space, weights):
+    run = _run_of(space, weights, space.layers)
     with Progress(None, "pruning", len(space.layers)) as bar:
         run.prune(bar)
     return run
+
+
+def test_growth_passes_over_gains_too_small_to_reach_the_target_in_time():
+    """Gains of 1e-5 a layer against a gap of 9e-3 over 30 layers (3e-4 a layer needed): growth
+    stops after PATIENCE measurements instead of walking the whole list."""
+    space = _SpreadNoise(30, 1e-5)
+    run = _grown(space)
+    assert run.floats == [] and space.evaluations == PATIENCE
+    assert "gained too little" in run.stopped
+    assert [t.decision.split(" a layer")[0] for t in run.result.trials] == \
+        ["reverted: outputs 0.990010 gain less than the 3.0e-04"] * 3 + \
+        ["reverted: outputs 0.990010 gain less than the 3.3e-04"] * 3
+    run = _grown(_SpreadNoise(30, 1e-3))             # enough a layer: growth takes them
+    assert run.reached() and len(run.floats) == 10
 
 
 def test_pruning_of_single_layers_stops_when_they_keep_being_needed():
     """30 float layers, all needed but two cheap ones: groups of 15, 7 and 3 cannot go (2 + 5 +
     10 evaluations), then single layers stop after PRUNE_PATIENCE needed ones in a row, saying
     so (the two are among the cheaper ones left)."""
-    from tpushell.core.search.ranked import PRUNE_PATIENCE
     space = _NeedsSome(30, [f"l{i}" for i in range(30) if i not in (25, 28)])
     run = _pruned(space, {f"l{i}": 30.0 - i for i in range(30)})     # l0 costliest
     assert space.evaluations == 2 + 5 + 10 + PRUNE_PATIENCE
