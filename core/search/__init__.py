@@ -34,6 +34,9 @@ def run_search(space: SearchSpace, method: str, *, expected_cos: float, min_laye
     sensitive layers first) and `start` (a pattern to start from) serve `sensitivity`."""
     if max_float is not None and max_float < 1:
         raise OptionError(f"max_float_layers {max_float} is not valid; give 1 or more")
+    if time_budget is not None and not time_budget > 0:          # NaN too
+        raise OptionError(f"time_budget {time_budget} is not valid; give a positive number of "
+                          f"seconds")
     if method == "reference":
         result = reference_search(space, expected_cos=expected_cos, min_layer_cos=min_layer_cos,
                                   max_float=max_float)

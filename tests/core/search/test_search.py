@@ -7,6 +7,7 @@ from searchkit import fragile_graph, max_table, overflow_graph, samples
 from tpushell.core.calibration.tables import format_loss_table, read_loss_table, write_loss_table
 from tpushell.core.errors import ModelError, OptionError
 from tpushell.core.quant.lowering import Lowerer
+from tpushell.core.search import run_search
 from tpushell.core.search.evaluator import Evaluator
 from tpushell.core.search.greedy import greedy_search, seed_units
 from tpushell.core.search.reference import reference_search
@@ -214,3 +215,11 @@ def test_swap_at_the_cap_trades_a_layer_for_a_better_neighbour(kit):
     assert swaps[0].layer == "-b_Conv+f_Conv"             # then on while it keeps improving
     assert "f_Conv" in search.floats and len(search.floats) == 2 and search.cos > 0.99
     assert [t.cos for t in swaps] == sorted(t.cos for t in swaps)
+
+
+@pytest.mark.parametrize("budget", [-5.0, 0.0, float("nan")])
+@pytest.mark.parametrize("method", ["greedy", "sensitivity"])
+def test_a_time_budget_that_is_not_positive_is_refused(kit, method, budget):
+    with pytest.raises(OptionError, match=r"time_budget .* is not valid; give a positive"):
+        run_search(space_of(kit), method, expected_cos=0.999, min_layer_cos=0.99,
+                   time_budget=budget)
